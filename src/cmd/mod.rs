@@ -1,0 +1,3 @@
+//! One module per subcommand: each turns parsed arguments into a run.
+
+pub mod serve;

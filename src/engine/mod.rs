@@ -1,0 +1,650 @@
+//! The streaming engine: live aggregates over committed events.
+//!
+//! Generic over event types and fields: everything is discovered from the
+//! data. All-time aggregates per type; time series in two rings (1 s slots
+//! for 15 minutes, 1 min slots for 24 hours); windowed summaries with
+//! quantile sketches and top values in minute slots (last hour) and hour
+//! slots (last day). Memory is bounded by [`EngineConfig`], never by the
+//! number of events or distinct values.
+//!
+//! Pure: no I/O, no clock (callers pass `now`), no locking.
+
+mod ring;
+pub mod stats;
+pub use stats::Basic;
+pub mod topk;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use ring::Ring;
+use stats::{MeasureStats, Names, SummaryLimits, TypeSummary};
+
+use crate::event::{Event, EventType, Timestamp};
+
+const SECOND: i64 = 1000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+
+/// The longest window a query may ask for.
+pub const MAX_WINDOW_MS: i64 = 24 * HOUR;
+
+/// Bounds on what the engine tracks.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Distinct event types tracked; events of further types count only in the total.
+    pub max_types: usize,
+    /// Fields (measures + dimensions) tracked per type.
+    pub max_fields: usize,
+    /// Distinct values tracked per dimension over all time.
+    pub top_values: usize,
+    /// Distinct values tracked per dimension in each time slot.
+    pub slot_top_values: usize,
+    /// Latest values kept per measure for `recentValues`.
+    pub recent_values: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_types: 100,
+            max_fields: 64,
+            top_values: 100,
+            slot_top_values: 32,
+            recent_values: 20,
+        }
+    }
+}
+
+/// One time-series slot: per type the count and per measure the basics.
+type SeriesSlot = HashMap<EventType, SeriesPoint>;
+
+#[derive(Debug, Clone, Default)]
+struct SeriesPoint {
+    count: u64,
+    measures: Vec<(Arc<str>, Basic)>,
+}
+
+impl SeriesPoint {
+    fn add(&mut self, event: &Event, summary: &TypeSummary) {
+        self.count += 1;
+        for (name, x) in event.measures() {
+            let Some((key, _)) = summary.measures.get_key_value(name) else {
+                continue;
+            };
+            match self.measures.iter_mut().find(|(n, _)| n == key) {
+                Some((_, b)) => b.add(x),
+                None => {
+                    let mut b = Basic::default();
+                    b.add(x);
+                    self.measures.push((key.clone(), b));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    all_time: TypeSummary,
+    recent: BTreeMap<Arc<str>, VecDeque<f64>>,
+}
+
+/// Live aggregates. Feed it with [`Engine::apply`], read it with [`Engine::query`].
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    total: u64,
+    untracked: u64,
+    types: BTreeMap<EventType, TypeState>,
+    names: Names,
+    seconds: Ring<SeriesSlot>,
+    minutes: Ring<SeriesSlot>,
+    minute_summaries: Ring<HashMap<EventType, TypeSummary>>,
+    hour_summaries: Ring<HashMap<EventType, TypeSummary>>,
+    version: u64,
+    last_seq: u64,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new(EngineConfig::default())
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            config,
+            total: 0,
+            untracked: 0,
+            types: BTreeMap::new(),
+            names: Names::default(),
+            seconds: Ring::new(SECOND, 15 * 60),
+            minutes: Ring::new(MINUTE, 24 * 60),
+            minute_summaries: Ring::new(MINUTE, 61),
+            hour_summaries: Ring::new(HOUR, 25),
+            version: 0,
+            last_seq: 0,
+        }
+    }
+
+    /// The sequence number of the last committed event applied.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Applies a committed batch whose first event has sequence number
+    /// `first_seq`, skipping events already applied, so a batch seen twice
+    /// (during a rebuild) counts once.
+    pub fn apply_committed(&mut self, first_seq: u64, events: &[Event], now: Timestamp) {
+        let skip = (self.last_seq + 1).saturating_sub(first_seq) as usize;
+        if skip >= events.len() {
+            return;
+        }
+        self.apply(&events[skip..], now);
+        self.last_seq = first_seq + events.len() as u64 - 1;
+    }
+
+    /// Changes on every applied batch; lets readers skip unchanged state.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn summary_limits(&self, top_values: usize) -> SummaryLimits {
+        SummaryLimits {
+            max_fields: self.config.max_fields,
+            top_values,
+        }
+    }
+
+    /// Adds committed events. `now` decides which windows they still fall in.
+    pub fn apply(&mut self, events: &[Event], now: Timestamp) {
+        let now = now.millis();
+        let all_time_limits = self.summary_limits(self.config.top_values);
+        let slot_limits = self.summary_limits(self.config.slot_top_values);
+        for event in events {
+            self.total += 1;
+            if !self.types.contains_key(&event.kind) && self.types.len() >= self.config.max_types {
+                self.untracked += 1;
+                continue;
+            }
+            let state = self.types.entry(event.kind.clone()).or_default();
+            state.all_time.add(event, &mut self.names, all_time_limits);
+            for (name, x) in event.measures() {
+                if let Some((key, _)) = state.all_time.measures.get_key_value(name) {
+                    let recent = state.recent.entry(key.clone()).or_default();
+                    if recent.len() == self.config.recent_values {
+                        recent.pop_front();
+                    }
+                    recent.push_back(x);
+                }
+            }
+            let ts = event.timestamp.millis();
+            for ring in [&mut self.seconds, &mut self.minutes] {
+                if let Some(slot) = ring.slot_mut(ts, now) {
+                    slot.entry(event.kind.clone())
+                        .or_default()
+                        .add(event, &state.all_time);
+                }
+            }
+            for ring in [&mut self.minute_summaries, &mut self.hour_summaries] {
+                if let Some(slot) = ring.slot_mut(ts, now) {
+                    slot.entry(event.kind.clone()).or_default().add(
+                        event,
+                        &mut self.names,
+                        slot_limits,
+                    );
+                }
+            }
+        }
+        self.version += 1;
+    }
+
+    /// Answers a query as of `now`.
+    pub fn query(&self, query: &Query, now: Timestamp) -> Snapshot {
+        let now = now.millis();
+        let window = query.window_ms.map(|w| w.clamp(SECOND, MAX_WINDOW_MS));
+        let selected = |kind: &EventType| query.kind.as_ref().is_none_or(|k| k == kind);
+
+        let windowed = window.map(|w| self.window_summaries(w, now));
+        let window_counts = window.map(|w| self.window_counts(w, now));
+        let last_minute = self.window_counts(MINUTE, now);
+
+        let mut types = Vec::new();
+        for (kind, state) in self.types.iter().filter(|(k, _)| selected(k)) {
+            let (summary, basics) = match (&windowed, &window_counts) {
+                (Some(summaries), Some(counts)) => match summaries.get(kind) {
+                    Some(s) => (s, counts.get(kind)),
+                    None => continue,
+                },
+                _ => (&state.all_time, None),
+            };
+            let count = basics.map_or(summary.count, |b| b.count);
+            let rate = match window {
+                Some(w) => count as f64 * 1000.0 / w as f64,
+                None => last_minute.get(kind).map_or(0, |p| p.count) as f64 / 60.0,
+            };
+            types.push(type_metrics(kind, summary, basics, count, rate, query.top));
+        }
+
+        let series_window = window.unwrap_or(15 * MINUTE);
+        let step = choose_step(series_window, query.step_ms);
+        let time_series = self.series(series_window, step, now, |k, _| selected(k));
+
+        let recent_values = self
+            .types
+            .iter()
+            .filter(|(k, _)| selected(k))
+            .map(|(k, s)| {
+                let fields = s
+                    .recent
+                    .iter()
+                    .map(|(f, v)| (f.to_string(), v.iter().copied().collect()))
+                    .collect();
+                (k.to_string(), fields)
+            })
+            .collect();
+
+        let groups = query.by.as_ref().and_then(|by| {
+            let kind = query.kind.as_ref()?;
+            let summary = match &windowed {
+                Some(w) => w.get(kind)?,
+                None => &self.types.get(kind)?.all_time,
+            };
+            Some(groups(summary, by, query.top))
+        });
+
+        let field_series = query.field.as_ref().and_then(|field| {
+            let kind = query.kind.as_ref()?;
+            let series = self.series(series_window, step, now, |k, _| k == kind);
+            let points = series
+                .points
+                .get(kind.as_str())
+                .cloned()
+                .unwrap_or_default();
+            Some(FieldSeries {
+                field: field.clone(),
+                step_ms: step,
+                points: points
+                    .into_iter()
+                    .map(|p| {
+                        (
+                            p.ts_ms,
+                            p.measures.get(field.as_str()).copied().unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            })
+        });
+
+        Snapshot {
+            version: self.version,
+            generated_at: now,
+            total_events: self.total,
+            untracked_events: self.untracked,
+            events_by_type: self
+                .types
+                .iter()
+                .map(|(k, s)| (k.to_string(), s.all_time.count))
+                .collect(),
+            window_ms: window,
+            window_events: window_counts.map(|c| {
+                c.iter()
+                    .filter(|(k, _)| selected(k))
+                    .map(|(_, p)| p.count)
+                    .sum()
+            }),
+            types,
+            recent_values,
+            time_series,
+            groups,
+            field_series,
+        }
+    }
+
+    /// Merged summaries per type over the last `window` ms, at minute
+    /// resolution up to an hour and hour resolution beyond.
+    fn window_summaries(&self, window: i64, now: i64) -> HashMap<EventType, TypeSummary> {
+        let ring = if window <= HOUR {
+            &self.minute_summaries
+        } else {
+            &self.hour_summaries
+        };
+        let limits = self.summary_limits(self.config.top_values);
+        let mut merged: HashMap<EventType, TypeSummary> = HashMap::new();
+        for (_, slot) in ring.range(ring.index_of(now - window + 1), ring.index_of(now)) {
+            for (kind, summary) in slot {
+                merged
+                    .entry(kind.clone())
+                    .or_default()
+                    .merge(summary, limits);
+            }
+        }
+        merged
+    }
+
+    /// Exact per-type counts and measure basics over the last `window` ms, from
+    /// the finest series ring that covers it.
+    fn window_counts(&self, window: i64, now: i64) -> HashMap<EventType, SeriesPoint> {
+        let ring = if window <= self.seconds.span_ms() {
+            &self.seconds
+        } else {
+            &self.minutes
+        };
+        let mut merged: HashMap<EventType, SeriesPoint> = HashMap::new();
+        for (_, slot) in ring.range(ring.index_of(now - window + 1), ring.index_of(now)) {
+            for (kind, point) in slot {
+                merge_point(merged.entry(kind.clone()).or_default(), point);
+            }
+        }
+        merged
+    }
+
+    fn series(
+        &self,
+        window: i64,
+        step: i64,
+        now: i64,
+        keep: impl Fn(&EventType, &SeriesPoint) -> bool,
+    ) -> TimeSeries {
+        let ring = if step < MINUTE && window <= self.seconds.span_ms() {
+            &self.seconds
+        } else {
+            &self.minutes
+        };
+        let end = now.div_euclid(step) * step;
+        let start = end - (window / step - 1).max(0) * step;
+        let mut per_type: BTreeMap<&EventType, BTreeMap<i64, SeriesPoint>> = BTreeMap::new();
+        for (index, slot) in ring.range(ring.index_of(start), ring.index_of(now)) {
+            let bucket = (index * ring.resolution_ms()).div_euclid(step) * step;
+            for (kind, point) in slot.iter().filter(|(k, p)| keep(k, p)) {
+                merge_point(
+                    per_type.entry(kind).or_default().entry(bucket).or_default(),
+                    point,
+                );
+            }
+        }
+        let points = per_type
+            .into_iter()
+            .map(|(kind, buckets)| {
+                let dense = (0..=((end - start) / step))
+                    .map(|i| {
+                        let ts = start + i * step;
+                        let p = buckets.get(&ts);
+                        SeriesPointOut {
+                            ts_ms: ts,
+                            count: p.map_or(0, |p| p.count),
+                            measures: p
+                                .map(|p| {
+                                    p.measures
+                                        .iter()
+                                        .map(|(n, b)| (n.to_string(), *b))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                        }
+                    })
+                    .collect();
+                (kind.to_string(), dense)
+            })
+            .collect();
+        TimeSeries {
+            step_ms: step,
+            start_ms: start,
+            points,
+        }
+    }
+}
+
+fn merge_point(into: &mut SeriesPoint, point: &SeriesPoint) {
+    into.count += point.count;
+    for (name, b) in &point.measures {
+        match into.measures.iter_mut().find(|(n, _)| n == name) {
+            Some((_, mine)) => mine.merge(b),
+            None => into.measures.push((name.clone(), *b)),
+        }
+    }
+}
+
+/// The step for a series over `window`: as asked (at least 1 s), else about
+/// 180 points, rounded to a readable step; never more than 1000 points.
+pub fn choose_step(window: i64, asked: Option<i64>) -> i64 {
+    const STEPS: [i64; 14] = [
+        1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+    ];
+    let floor = (window / 1000).max(SECOND);
+    let step = match asked {
+        Some(s) => s.max(SECOND),
+        None => {
+            let target = window / 180;
+            STEPS
+                .iter()
+                .map(|s| s * SECOND)
+                .find(|s| *s >= target)
+                .unwrap_or(2 * HOUR)
+        }
+    };
+    let step = step.max(floor);
+    // Steps of a minute or more come from the minute ring.
+    if step >= MINUTE || window > 15 * MINUTE {
+        ((step + MINUTE - 1) / MINUTE).max(1) * MINUTE
+    } else {
+        step
+    }
+}
+
+fn type_metrics(
+    kind: &EventType,
+    summary: &TypeSummary,
+    basics: Option<&SeriesPoint>,
+    count: u64,
+    rate: f64,
+    top: usize,
+) -> TypeMetrics {
+    let measures = summary
+        .measures
+        .iter()
+        .map(|(name, stats)| {
+            let basic = basics
+                .and_then(|b| b.measures.iter().find(|(n, _)| n == name).map(|(_, b)| *b))
+                .unwrap_or(stats.basic);
+            measure_metrics(name, stats, basic)
+        })
+        .collect();
+    let dimensions = summary
+        .dimensions
+        .iter()
+        .map(|(name, values)| {
+            let top: Vec<_> = values
+                .top(top)
+                .into_iter()
+                .map(|(v, e)| (v.to_string(), e.count))
+                .collect();
+            let shown: u64 = top.iter().map(|(_, c)| c).sum();
+            DimensionMetrics {
+                name: name.to_string(),
+                others: values.total().saturating_sub(shown),
+                top,
+            }
+        })
+        .collect();
+    TypeMetrics {
+        name: kind.to_string(),
+        count,
+        rate,
+        first_seen: summary.first_ts,
+        last_seen: summary.last_ts,
+        measures,
+        dimensions,
+    }
+}
+
+fn measure_metrics(name: &str, stats: &MeasureStats, basic: Basic) -> MeasureMetrics {
+    MeasureMetrics {
+        name: name.to_string(),
+        count: basic.count,
+        sum: basic.sum,
+        min: basic.min,
+        max: basic.max,
+        mean: basic.mean().unwrap_or(0.0),
+        last: stats.last,
+        p50: stats.quantile(0.5),
+        p90: stats.quantile(0.9),
+        p95: stats.quantile(0.95),
+        p99: stats.quantile(0.99),
+    }
+}
+
+fn groups(summary: &TypeSummary, by: &str, top: usize) -> Groups {
+    let Some(values) = summary.dimensions.get(by) else {
+        return Groups {
+            by: by.to_string(),
+            groups: Vec::new(),
+            others: summary.count,
+        };
+    };
+    let groups: Vec<Group> = values
+        .top(top)
+        .into_iter()
+        .map(|(value, entry)| Group {
+            value: value.to_string(),
+            count: entry.count,
+            measures: entry
+                .data
+                .measures
+                .iter()
+                .map(|(n, b)| (n.to_string(), *b))
+                .collect(),
+        })
+        .collect();
+    let shown: u64 = groups.iter().map(|g| g.count).sum();
+    Groups {
+        by: by.to_string(),
+        others: values.total().saturating_sub(shown),
+        groups,
+    }
+}
+
+/// What to compute. Every field narrows or extends the default snapshot.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// Only this type.
+    pub kind: Option<EventType>,
+    /// Aggregates over the last `window_ms` instead of all time.
+    pub window_ms: Option<i64>,
+    /// Group the selected type by this dimension.
+    pub by: Option<String>,
+    /// A detailed series of this measure of the selected type.
+    pub field: Option<String>,
+    /// The step of every series.
+    pub step_ms: Option<i64>,
+    /// How many top values per dimension (and groups) to report.
+    pub top: usize,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            window_ms: None,
+            by: None,
+            field: None,
+            step_ms: None,
+            top: 10,
+        }
+    }
+}
+
+/// A consistent view of the metrics at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub version: u64,
+    pub generated_at: i64,
+    pub total_events: u64,
+    pub untracked_events: u64,
+    pub events_by_type: BTreeMap<String, u64>,
+    pub window_ms: Option<i64>,
+    pub window_events: Option<u64>,
+    pub types: Vec<TypeMetrics>,
+    pub recent_values: BTreeMap<String, BTreeMap<String, Vec<f64>>>,
+    pub time_series: TimeSeries,
+    pub groups: Option<Groups>,
+    pub field_series: Option<FieldSeries>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeMetrics {
+    pub name: String,
+    pub count: u64,
+    pub rate: f64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub measures: Vec<MeasureMetrics>,
+    pub dimensions: Vec<DimensionMetrics>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MeasureMetrics {
+    pub name: String,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub last: f64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DimensionMetrics {
+    pub name: String,
+    pub top: Vec<(String, u64)>,
+    /// Events whose value is not among `top`.
+    pub others: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimeSeries {
+    pub step_ms: i64,
+    pub start_ms: i64,
+    pub points: BTreeMap<String, Vec<SeriesPointOut>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeriesPointOut {
+    pub ts_ms: i64,
+    pub count: u64,
+    pub measures: BTreeMap<String, Basic>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Groups {
+    pub by: String,
+    pub groups: Vec<Group>,
+    pub others: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub value: String,
+    pub count: u64,
+    pub measures: BTreeMap<String, Basic>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldSeries {
+    pub field: String,
+    pub step_ms: i64,
+    pub points: Vec<(i64, Basic)>,
+}
+
+#[cfg(test)]
+mod tests;

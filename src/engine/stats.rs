@@ -1,0 +1,295 @@
+//! Mergeable aggregates: the building blocks of every metric.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sketches_ddsketch::{Config, DDSketch};
+
+use super::topk::TopK;
+use crate::event::Event;
+
+/// Count, sum, min and max of a set of numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Basic {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Basic {
+    pub fn add(&mut self, x: f64) {
+        if self.count == 0 {
+            self.min = x;
+            self.max = x;
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+        }
+        self.count += 1;
+        self.sum += x;
+    }
+
+    pub fn merge(&mut self, other: &Basic) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+/// Everything kept about one measure: basics, the latest value and a
+/// quantile sketch with 1% relative accuracy.
+#[derive(Clone)]
+pub struct MeasureStats {
+    pub basic: Basic,
+    pub last: f64,
+    pub last_ts: i64,
+    sketch: DDSketch,
+}
+
+/// Relative accuracy of every quantile the engine reports.
+pub const QUANTILE_ACCURACY: f64 = 0.01;
+
+impl Default for MeasureStats {
+    fn default() -> Self {
+        Self {
+            basic: Basic::default(),
+            last: 0.0,
+            last_ts: i64::MIN,
+            sketch: DDSketch::new(Config::new(QUANTILE_ACCURACY, 2048, 1e-9)),
+        }
+    }
+}
+
+impl std::fmt::Debug for MeasureStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeasureStats")
+            .field("basic", &self.basic)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeasureStats {
+    pub fn add(&mut self, x: f64, ts: i64) {
+        self.basic.add(x);
+        if ts >= self.last_ts {
+            self.last = x;
+            self.last_ts = ts;
+        }
+        self.sketch.add(x);
+    }
+
+    pub fn merge(&mut self, other: &MeasureStats) {
+        self.basic.merge(&other.basic);
+        if other.last_ts >= self.last_ts && other.basic.count > 0 {
+            self.last = other.last;
+            self.last_ts = other.last_ts;
+        }
+        // Both sketches share one configuration, the only way merge can fail.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.sketch.quantile(q).ok().flatten()
+    }
+}
+
+/// Per dimension value: how its events' measures add up.
+#[derive(Debug, Clone, Default)]
+pub struct GroupStats {
+    pub measures: Vec<(Arc<str>, Basic)>,
+}
+
+impl GroupStats {
+    fn add(&mut self, name: &Arc<str>, x: f64) {
+        match self.measures.iter_mut().find(|(n, _)| n == name) {
+            Some((_, b)) => b.add(x),
+            None => {
+                let mut b = Basic::default();
+                b.add(x);
+                self.measures.push((name.clone(), b));
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &GroupStats) {
+        for (name, b) in &other.measures {
+            match self.measures.iter_mut().find(|(n, _)| n == name) {
+                Some((_, mine)) => mine.merge(b),
+                None => self.measures.push((name.clone(), *b)),
+            }
+        }
+    }
+}
+
+/// Bounds that keep a summary's memory fixed.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryLimits {
+    /// Measures and dimensions tracked per type; later new names are ignored.
+    pub max_fields: usize,
+    /// Distinct values tracked per dimension.
+    pub top_values: usize,
+}
+
+/// All aggregates of one event type over some span of time.
+#[derive(Debug, Clone, Default)]
+pub struct TypeSummary {
+    pub count: u64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub measures: BTreeMap<Arc<str>, MeasureStats>,
+    pub dimensions: BTreeMap<Arc<str>, TopK<GroupStats>>,
+}
+
+impl TypeSummary {
+    pub fn add(&mut self, event: &Event, names: &mut Names, limits: SummaryLimits) {
+        let ts = event.timestamp.millis();
+        if self.count == 0 {
+            self.first_ts = ts;
+            self.last_ts = ts;
+        }
+        self.count += 1;
+        self.first_ts = self.first_ts.min(ts);
+        self.last_ts = self.last_ts.max(ts);
+        let tracked = self.measures.len() + self.dimensions.len();
+        let mut room = limits.max_fields.saturating_sub(tracked);
+        for (name, x) in event.measures() {
+            if let Some(stats) = self.measures.get_mut(name) {
+                stats.add(x, ts);
+            } else if room > 0 {
+                room -= 1;
+                let mut stats = MeasureStats::default();
+                stats.add(x, ts);
+                self.measures.insert(names.intern(name), stats);
+            }
+        }
+        for (name, value) in event.dimensions() {
+            let top = match self.dimensions.get_mut(name) {
+                Some(top) => top,
+                None if room > 0 => {
+                    room -= 1;
+                    self.dimensions
+                        .entry(names.intern(name))
+                        .or_insert_with(|| TopK::new(limits.top_values))
+                }
+                None => continue,
+            };
+            let group = top.observe(value);
+            for (measure, x) in event.measures() {
+                // Only measures tracked for the type, so groups stay bounded too.
+                if let Some((key, _)) = self.measures.get_key_value(measure) {
+                    group.add(key, x);
+                }
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &TypeSummary, limits: SummaryLimits) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            self.first_ts = other.first_ts;
+            self.last_ts = other.last_ts;
+        }
+        self.count += other.count;
+        self.first_ts = self.first_ts.min(other.first_ts);
+        self.last_ts = self.last_ts.max(other.last_ts);
+        for (name, stats) in &other.measures {
+            self.measures.entry(name.clone()).or_default().merge(stats);
+        }
+        for (name, top) in &other.dimensions {
+            self.dimensions
+                .entry(name.clone())
+                .or_insert_with(|| TopK::new(limits.top_values))
+                .merge(top, GroupStats::merge);
+        }
+    }
+}
+
+/// Field names shared between all aggregates, so each name is allocated once.
+#[derive(Debug, Default)]
+pub struct Names {
+    names: std::collections::HashSet<Arc<str>>,
+}
+
+/// More distinct field names than this and new ones are no longer shared.
+const MAX_INTERNED: usize = 65_536;
+
+impl Names {
+    pub fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = name.into();
+        if self.names.len() < MAX_INTERNED {
+            self.names.insert(n.clone());
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn quantiles_stay_within_the_sketch_bound() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut stats = MeasureStats::default();
+        let mut values: Vec<f64> = (0..100_000)
+            .map(|_| {
+                // Log-normal-ish latencies between 1 ms and a few seconds.
+                let u: f64 = rng.random_range(0.0..1.0);
+                (u * 8.0).exp()
+            })
+            .collect();
+        for (i, x) in values.iter().enumerate() {
+            stats.add(*x, i as i64);
+        }
+        values.sort_by(f64::total_cmp);
+        for q in [0.5, 0.9, 0.99] {
+            let exact = values[((values.len() - 1) as f64 * q) as usize];
+            let estimate = stats.quantile(q).unwrap();
+            let relative = (estimate - exact).abs() / exact;
+            assert!(
+                relative <= QUANTILE_ACCURACY * 1.01,
+                "p{q}: exact {exact}, estimate {estimate}, error {relative}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_equals_adding_everything_once() {
+        let mut a = MeasureStats::default();
+        let mut b = MeasureStats::default();
+        let mut all = MeasureStats::default();
+        for i in 0..1000 {
+            let x = (i % 97) as f64 - 10.0;
+            if i % 3 == 0 {
+                a.add(x, i)
+            } else {
+                b.add(x, i)
+            }
+            all.add(x, i);
+        }
+        a.merge(&b);
+        assert_eq!(a.basic, all.basic);
+        assert_eq!(a.last, all.last);
+        assert_eq!(a.quantile(0.9), all.quantile(0.9));
+    }
+}

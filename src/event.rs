@@ -1,0 +1,756 @@
+//! The event model and the only way untrusted input becomes an [`Event`].
+//!
+//! An event is `{timestamp, source, type, values}`. Numbers in `values` are
+//! measures, strings and booleans are dimensions. Parsing enforces the
+//! [`Limits`] and reports precisely which field was wrong and why; once an
+//! `Event` exists it is valid. This module knows nothing of HTTP or storage.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+use thiserror::Error;
+
+/// Milliseconds since the Unix epoch, always within [`Timestamp::MIN`]..=[`Timestamp::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// 1970-01-01T00:00:00Z.
+    pub const MIN: i64 = 0;
+    /// 9999-12-31T23:59:59.999Z.
+    pub const MAX: i64 = 253_402_300_799_999;
+
+    /// A timestamp from milliseconds, or `None` when out of range.
+    pub fn from_millis(ms: i64) -> Option<Self> {
+        (Self::MIN..=Self::MAX).contains(&ms).then_some(Self(ms))
+    }
+
+    /// The current time.
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_millis().clamp(Self::MIN, Self::MAX))
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0).unwrap_or_default()
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        self.to_datetime()
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    /// Reads a timestamp from JSON: an RFC 3339 string, or a number of Unix
+    /// seconds (below 1e11) or milliseconds.
+    fn from_json(value: &Json) -> Result<Self, String> {
+        match value {
+            Json::String(s) => {
+                let parsed = DateTime::parse_from_rfc3339(s).map_err(|e| {
+                    format!(
+                        "`{}` is not an RFC 3339 timestamp ({e}); use e.g. 2023-04-01T12:00:00Z",
+                        truncate(s, 40)
+                    )
+                })?;
+                Self::from_millis(parsed.timestamp_millis()).ok_or_else(|| {
+                    format!("`{s}` is outside the supported range 1970-01-01..9999-12-31")
+                })
+            }
+            Json::Number(n) => {
+                let x = n
+                    .as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or("is not a finite number")?;
+                let ms = if x.abs() < 1e11 { x * 1000.0 } else { x };
+                if !(Self::MIN as f64..=Self::MAX as f64).contains(&ms) {
+                    return Err(format!(
+                        "{n} is outside the supported range (Unix seconds or milliseconds from 1970 to 9999)"
+                    ));
+                }
+                Ok(Self(ms.round() as i64))
+            }
+            other => Err(format!(
+                "must be an RFC 3339 string or a number of Unix seconds/milliseconds, got {}",
+                json_kind(other)
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+/// An event type name: 1..=`max_type_len` of ASCII letters, digits, `_`, `-`, `.`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventType(Arc<str>);
+
+impl EventType {
+    pub fn parse(s: &str, limits: &Limits) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.len() > limits.max_type_len {
+            return Err(format!(
+                "is {} characters long; the limit is {}",
+                s.chars().count(),
+                limits.max_type_len
+            ));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "_-.".contains(*c)))
+        {
+            return Err(format!(
+                "`{}` contains {c:?}; use only letters, digits, `_`, `-` and `.`",
+                truncate(s, 64)
+            ));
+        }
+        Ok(Self(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One value of an event: a number is a measure, text is a dimension.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Measure(f64),
+    Dimension(Box<str>),
+}
+
+/// Size limits applied while parsing. The defaults suit business events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_type_len: usize,
+    pub max_source_len: usize,
+    pub max_field_name_len: usize,
+    pub max_string_len: usize,
+    pub max_fields: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_type_len: 64,
+            max_source_len: 128,
+            max_field_name_len: 128,
+            max_string_len: 1024,
+            max_fields: 256,
+        }
+    }
+}
+
+/// A valid event. Fields are sorted by name and unique.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub timestamp: Timestamp,
+    pub source: Box<str>,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(serialize_with = "serialize_fields")]
+    pub values: Vec<(Box<str>, Value)>,
+}
+
+fn serialize_fields<S: serde::Serializer>(
+    fields: &[(Box<str>, Value)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(fields.iter().map(|(k, v)| (k, v)))
+}
+
+impl Event {
+    /// The JSON object of the event's values, as stored and served.
+    pub fn values_json(&self) -> String {
+        let mut out = String::with_capacity(16 * self.values.len() + 2);
+        out.push('{');
+        for (i, (name, value)) in self.values.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, name);
+            out.push(':');
+            match value {
+                Value::Measure(x) => out.push_str(&format_number(*x)),
+                Value::Dimension(s) => push_json_str(&mut out, s),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// Iterates over the measures (numeric values).
+    pub fn measures(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.values.iter().filter_map(|(k, v)| match v {
+            Value::Measure(x) => Some((&**k, *x)),
+            Value::Dimension(_) => None,
+        })
+    }
+
+    /// Iterates over the dimensions (text values).
+    pub fn dimensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().filter_map(|(k, v)| match v {
+            Value::Dimension(s) => Some((&**k, &**s)),
+            Value::Measure(_) => None,
+        })
+    }
+}
+
+impl Event {
+    /// Rebuilds an event from what a store kept of a valid one. Checks types
+    /// but not size limits, which may have changed since it was accepted.
+    pub fn from_stored(
+        ts_ms: i64,
+        kind: &str,
+        source: &str,
+        values_json: &str,
+    ) -> Result<Self, String> {
+        let timestamp = Timestamp::from_millis(ts_ms)
+            .ok_or_else(|| format!("timestamp {ts_ms} out of range"))?;
+        let unbounded = Limits {
+            max_type_len: usize::MAX,
+            max_source_len: usize::MAX,
+            max_field_name_len: usize::MAX,
+            max_string_len: usize::MAX,
+            max_fields: usize::MAX,
+        };
+        let kind = EventType::parse(kind, &unbounded)?;
+        let map: Map<String, Json> =
+            serde_json::from_str(values_json).map_err(|e| e.to_string())?;
+        let mut values = Vec::with_capacity(map.len());
+        flatten_values(map, "", &unbounded, &mut values).map_err(|e| e.to_string())?;
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Self {
+            timestamp,
+            source: source.into(),
+            kind,
+            values,
+        })
+    }
+}
+
+/// Formats a measure the way JSON would: integers without a fraction.
+pub fn format_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // serde_json's string escaping is exact; a String cannot fail to serialize.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// Why one event was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EventError {
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+    #[error("an event must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    #[error("missing field `type` (a short name such as \"sales\")")]
+    MissingType,
+    #[error("unknown field `{0}`; an event has only `timestamp`, `source`, `type` and `values`")]
+    UnknownField(String),
+    #[error("field `{field}` {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("`values` has more than {0} fields")]
+    TooManyFields(usize),
+}
+
+impl EventError {
+    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses one event from its JSON text.
+pub fn parse_event_str(text: &str, limits: &Limits, now: Timestamp) -> Result<Event, EventError> {
+    let value: Json = serde_json::from_str(text).map_err(|e| EventError::Syntax(e.to_string()))?;
+    parse_event(value, limits, now)
+}
+
+/// Turns one JSON value into an event. A missing timestamp becomes `now`.
+pub fn parse_event(value: Json, limits: &Limits, now: Timestamp) -> Result<Event, EventError> {
+    let Json::Object(object) = value else {
+        return Err(EventError::NotAnObject(json_kind(&value)));
+    };
+    let mut timestamp = None;
+    let mut source = None;
+    let mut kind = None;
+    let mut values = Vec::new();
+    for (key, value) in object {
+        match key.as_str() {
+            "timestamp" => {
+                if !value.is_null() {
+                    timestamp = Some(
+                        Timestamp::from_json(&value)
+                            .map_err(|r| EventError::invalid("timestamp", r))?,
+                    );
+                }
+            }
+            "source" => source = Some(parse_source(value, limits)?),
+            "type" => {
+                let Json::String(s) = value else {
+                    return Err(EventError::invalid(
+                        "type",
+                        format!("must be a string, got {}", json_kind(&value)),
+                    ));
+                };
+                kind =
+                    Some(EventType::parse(&s, limits).map_err(|r| EventError::invalid("type", r))?);
+            }
+            "values" => match value {
+                Json::Object(map) => flatten_values(map, "", limits, &mut values)?,
+                Json::Null => {}
+                other => {
+                    return Err(EventError::invalid(
+                        "values",
+                        format!("must be an object, got {}", json_kind(&other)),
+                    ));
+                }
+            },
+            _ => return Err(EventError::UnknownField(truncate(&key, 64).into())),
+        }
+    }
+    let kind = kind.ok_or(EventError::MissingType)?;
+    values.sort_by(|a: &(Box<str>, Value), b| a.0.cmp(&b.0));
+    if let Some(w) = values.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(EventError::invalid(
+            format!("values.{}", w[0].0),
+            "appears twice after flattening nested objects",
+        ));
+    }
+    Ok(Event {
+        timestamp: timestamp.unwrap_or(now),
+        source: source.unwrap_or_else(|| "unknown".into()),
+        kind,
+        values,
+    })
+}
+
+fn parse_source(value: Json, limits: &Limits) -> Result<Box<str>, EventError> {
+    let s = match value {
+        Json::String(s) => s,
+        Json::Null => return Ok("unknown".into()),
+        other => {
+            return Err(EventError::invalid(
+                "source",
+                format!("must be a string, got {}", json_kind(&other)),
+            ));
+        }
+    };
+    if s.chars().count() > limits.max_source_len {
+        return Err(EventError::invalid(
+            "source",
+            format!("is longer than {} characters", limits.max_source_len),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(EventError::invalid("source", "contains control characters"));
+    }
+    if s.is_empty() {
+        return Ok("unknown".into());
+    }
+    Ok(s.into())
+}
+
+/// Flattens `values` into `out`; nested objects become dotted names.
+fn flatten_values(
+    map: Map<String, Json>,
+    prefix: &str,
+    limits: &Limits,
+    out: &mut Vec<(Box<str>, Value)>,
+) -> Result<(), EventError> {
+    for (key, value) in map {
+        let name = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let field = || format!("values.{}", truncate(&name, 64));
+        if name.is_empty() {
+            return Err(EventError::invalid(
+                "values",
+                "has a field with an empty name",
+            ));
+        }
+        if name.chars().count() > limits.max_field_name_len {
+            return Err(EventError::invalid(
+                field(),
+                format!(
+                    "has a name longer than {} characters",
+                    limits.max_field_name_len
+                ),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(EventError::invalid(
+                field(),
+                "has control characters in its name",
+            ));
+        }
+        let value = match value {
+            Json::Number(n) => match n.as_f64().filter(|x| x.is_finite()) {
+                Some(x) => Value::Measure(x),
+                None => return Err(EventError::invalid(field(), format!("{n} is out of range"))),
+            },
+            Json::String(s) => {
+                if s.chars().count() > limits.max_string_len {
+                    return Err(EventError::invalid(
+                        field(),
+                        format!("is longer than {} characters", limits.max_string_len),
+                    ));
+                }
+                Value::Dimension(s.into())
+            }
+            Json::Bool(b) => Value::Dimension(if b { "true" } else { "false" }.into()),
+            Json::Object(inner) => {
+                flatten_values(inner, &name, limits, out)?;
+                continue;
+            }
+            Json::Array(_) => {
+                return Err(EventError::invalid(
+                    field(),
+                    "is an array; values must be numbers, strings or booleans (send one field per item)",
+                ));
+            }
+            Json::Null => continue,
+        };
+        if out.len() == limits.max_fields {
+            return Err(EventError::TooManyFields(limits.max_fields));
+        }
+        out.push((name.into(), value));
+    }
+    Ok(())
+}
+
+/// How a request body lists its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// One JSON object, or a JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// One event of a body that was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// 0-based position of the event in the body.
+    pub index: usize,
+    /// 1-based line of the body, for NDJSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub error: String,
+}
+
+/// The events of one body: every valid one, and why each other one was not.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub events: Vec<Event>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// A body that could not be read as events at all.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+
+/// Splits a body into events, keeping every valid one.
+pub fn parse_body(
+    body: &[u8],
+    format: BodyFormat,
+    limits: &Limits,
+    now: Timestamp,
+) -> Result<Parsed, BodyError> {
+    match format {
+        BodyFormat::Json => parse_json_body(body, limits, now),
+        BodyFormat::Ndjson => Ok(parse_ndjson_body(body, limits, now)),
+    }
+}
+
+fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parsed, BodyError> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    let mut parsed = Parsed::default();
+    match start.map(|i| body[i]) {
+        None => Err(BodyError(
+            "the body is empty; send a JSON event or an array of events".into(),
+        )),
+        Some(b'[') => {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+                .map_err(|e| BodyError(format!("the body is not a JSON array of events: {e}")))?;
+            parsed.events.reserve(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                match parse_event_str(item.get(), limits, now) {
+                    Ok(event) => parsed.events.push(event),
+                    Err(e) => parsed.rejected.push(Rejection {
+                        index,
+                        line: None,
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            Ok(parsed)
+        }
+        Some(_) => {
+            let value: Json = serde_json::from_slice(body)
+                .map_err(|e| BodyError(format!("the body is not valid JSON: {e}")))?;
+            match parse_event(value, limits, now) {
+                Ok(event) => parsed.events.push(event),
+                Err(e) => parsed.rejected.push(Rejection {
+                    index: 0,
+                    line: None,
+                    error: e.to_string(),
+                }),
+            }
+            Ok(parsed)
+        }
+    }
+}
+
+fn parse_ndjson_body(body: &[u8], limits: &Limits, now: Timestamp) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut index = 0;
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let result = serde_json::from_slice::<Json>(line)
+            .map_err(|e| EventError::Syntax(e.to_string()))
+            .and_then(|v| parse_event(v, limits, now));
+        match result {
+            Ok(event) => parsed.events.push(event),
+            Err(e) => parsed.rejected.push(Rejection {
+                index,
+                line: Some(i + 1),
+                error: e.to_string(),
+            }),
+        }
+        index += 1;
+    }
+    parsed
+}
+
+/// A short name for the kind of a JSON value, for messages.
+pub fn json_kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Json) -> Result<Event, EventError> {
+        parse_event(v, &Limits::default(), Timestamp(1_000))
+    }
+
+    #[test]
+    fn parses_the_canonical_event() {
+        let e = parse(
+            json!({"timestamp": "2023-04-01T12:00:00Z", "source": "web-app", "type": "sales",
+            "values": {"amount": 150, "units": 5, "region": "North America"}}),
+        )
+        .unwrap();
+        assert_eq!(e.timestamp.millis(), 1_680_350_400_000);
+        assert_eq!(&*e.source, "web-app");
+        assert_eq!(e.kind.as_str(), "sales");
+        assert_eq!(
+            e.measures().collect::<Vec<_>>(),
+            vec![("amount", 150.0), ("units", 5.0)]
+        );
+        assert_eq!(
+            e.dimensions().collect::<Vec<_>>(),
+            vec![("region", "North America")]
+        );
+        assert_eq!(
+            e.values_json(),
+            r#"{"amount":150,"region":"North America","units":5}"#
+        );
+    }
+
+    #[test]
+    fn defaults_and_numeric_timestamps() {
+        let e = parse(json!({"type": "x"})).unwrap();
+        assert_eq!(e.timestamp.millis(), 1_000);
+        assert_eq!(&*e.source, "unknown");
+        assert_eq!(
+            parse(json!({"type": "x", "timestamp": 1_680_350_400}))
+                .unwrap()
+                .timestamp
+                .millis(),
+            1_680_350_400_000
+        );
+        assert_eq!(
+            parse(json!({"type": "x", "timestamp": 1_680_350_400_123_i64}))
+                .unwrap()
+                .timestamp
+                .millis(),
+            1_680_350_400_123
+        );
+    }
+
+    #[test]
+    fn flattens_nested_objects_and_keeps_booleans() {
+        let e = parse(
+            json!({"type": "x", "values": {"geo": {"country": "FR", "lat": 1.5}, "ok": true}}),
+        )
+        .unwrap();
+        assert_eq!(
+            e.values_json(),
+            r#"{"geo.country":"FR","geo.lat":1.5,"ok":"true"}"#
+        );
+    }
+
+    #[test]
+    fn rejects_with_precise_messages() {
+        let cases = [
+            (json!([1]), "an event must be a JSON object, got an array"),
+            (json!({"source": "a"}), "missing field `type`"),
+            (
+                json!({"type": 5}),
+                "field `type` must be a string, got a number",
+            ),
+            (json!({"type": "a b"}), "field `type` `a b` contains ' '"),
+            (json!({"type": "x", "extra": 1}), "unknown field `extra`"),
+            (
+                json!({"type": "x", "values": {"tags": [1]}}),
+                "field `values.tags` is an array",
+            ),
+            (
+                json!({"type": "x", "values": 3}),
+                "field `values` must be an object",
+            ),
+            (
+                json!({"type": "x", "timestamp": "yesterday"}),
+                "field `timestamp` `yesterday` is not an RFC 3339",
+            ),
+            (
+                json!({"type": "x", "timestamp": -5}),
+                "field `timestamp` -5 is outside",
+            ),
+            (
+                json!({"type": "x", "values": {"a": {"b": 1}, "a.b": 2}}),
+                "field `values.a.b` appears twice",
+            ),
+        ];
+        for (input, expected) in cases {
+            let err = parse(input.clone()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "{input}: got {err:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let limits = Limits {
+            max_type_len: 3,
+            max_fields: 2,
+            max_string_len: 4,
+            ..Limits::default()
+        };
+        let p = |v| {
+            parse_event(v, &limits, Timestamp(0))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            p(json!({"type": "abcd"})),
+            "field `type` is 4 characters long; the limit is 3"
+        );
+        assert_eq!(
+            p(json!({"type": "a", "values": {"a": 1, "b": 2, "c": 3}})),
+            "`values` has more than 2 fields"
+        );
+        assert_eq!(
+            p(json!({"type": "a", "values": {"s": "hello"}})),
+            "field `values.s` is longer than 4 characters"
+        );
+    }
+
+    #[test]
+    fn rejects_out_of_range_numbers_in_text() {
+        let err = parse_event_str(
+            r#"{"type":"x","values":{"a":1e400}}"#,
+            &Limits::default(),
+            Timestamp(0),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("number out of range"), "{err}");
+    }
+
+    #[test]
+    fn bodies_keep_every_valid_event() {
+        let l = Limits::default();
+        let p = parse_body(
+            br#"[{"type":"a"}, {"type":5}, {"type":"b","values":{"x":1e400}}, {"type":"c"}]"#,
+            BodyFormat::Json,
+            &l,
+            Timestamp(0),
+        )
+        .unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(
+            p.rejected.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let p = parse_body(
+            b"{\"type\":\"a\"}\n\nnot json\n{\"type\":\"b\"}\n",
+            BodyFormat::Ndjson,
+            &l,
+            Timestamp(0),
+        )
+        .unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.rejected[0].line, Some(3));
+        assert_eq!(p.rejected[0].index, 1);
+        let err = parse_body(b"[{\"type\":\"a\"}", BodyFormat::Json, &l, Timestamp(0)).unwrap_err();
+        assert!(err.0.contains("line 1 column 13"), "{err}");
+        assert!(parse_body(b"  ", BodyFormat::Json, &l, Timestamp(0)).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! rta: real-time analytics in one binary.
+//!
+//! See `ARCHITECTURE.md` for the map of modules and the invariants between them.
+
+pub mod cli;
+pub mod cmd;
+pub mod engine;
+pub mod event;
+pub mod feed;
+pub mod server;
+pub mod store;

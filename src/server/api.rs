@@ -1,0 +1,523 @@
+//! The HTTP API, documented with poem-openapi: ingest, metrics, events, health.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use poem::{Body, Request, RequestBody};
+use poem_openapi::param::Query;
+use poem_openapi::payload::{Html, Json, PlainText};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, Tags,
+};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+
+use super::AppState;
+use super::models::{ApiError, EventOut, EventsIn, IngestReport, Metrics};
+use crate::engine;
+use crate::event::{self, BodyError, BodyFormat, EventType, Timestamp};
+use crate::store::StoreError;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Sending events
+    Ingest,
+    /// Reading aggregates and events
+    Metrics,
+    /// Operations
+    Health,
+}
+
+pub struct Api {
+    pub state: Arc<AppState>,
+}
+
+/// Bodies above this size are parsed off the async threads.
+const BLOCKING_PARSE_BYTES: usize = 256 * 1024;
+
+#[OpenApi]
+impl Api {
+    /// Send events
+    ///
+    /// Takes one event, a JSON array of events (`application/json`), or one
+    /// event per line (`application/x-ndjson`); `Content-Encoding: gzip` is
+    /// accepted. Every valid event is stored and the answer lists each
+    /// rejected one with its index (and line, for NDJSON). The answer comes
+    /// only once the events are durable. When the server runs with `--token`,
+    /// send `Authorization: Bearer TOKEN`.
+    #[oai(path = "/api/ingest", method = "post", tag = "ApiTags::Ingest")]
+    async fn ingest(&self, req: &Request, body: IngestBody) -> IngestResponse {
+        self.handle_ingest(req, body).await
+    }
+
+    /// Send a batch of events
+    ///
+    /// The same as `POST /api/ingest`, at the path older clients use for arrays.
+    #[oai(path = "/api/ingest/batch", method = "post", tag = "ApiTags::Ingest")]
+    async fn ingest_batch(&self, req: &Request, body: IngestBody) -> IngestResponse {
+        self.handle_ingest(req, body).await
+    }
+
+    /// Read the metrics
+    ///
+    /// All-time aggregates by default; with `window`, aggregates over that
+    /// much recent time (by event timestamp). `totalEvents`, `eventsByType`,
+    /// `recentValues` and `timeSeriesData` keep the fields of the original
+    /// service; `types` holds the rest.
+    #[oai(path = "/api/metrics", method = "get", tag = "ApiTags::Metrics")]
+    async fn metrics(
+        &self,
+        /// Only this event type.
+        #[oai(name = "type")]
+        kind: Query<Option<String>>,
+        /// Aggregate over the last `5m`, `1h`, `24h`... (at most 24h).
+        window: Query<Option<String>>,
+        /// Group the selected `type` by this dimension.
+        by: Query<Option<String>>,
+        /// Add a detailed series of this measure of the selected `type`.
+        field: Query<Option<String>>,
+        /// Width of each series point, such as `10s` or `1m` (default: about 180 points).
+        step: Query<Option<String>>,
+        /// How many top values per dimension and groups to list (1-100, default 10).
+        top: Query<Option<u32>>,
+    ) -> MetricsResponse {
+        let params = MetricsParams {
+            kind: kind.0,
+            window: window.0,
+            by: by.0,
+            field: field.0,
+            step: step.0,
+            top: top.0,
+        };
+        match params.to_query() {
+            Ok(query) => {
+                MetricsResponse::Ok(Json(Box::new(self.state.engine.query(&query).into())))
+            }
+            Err(message) => {
+                MetricsResponse::BadRequest(Json(ApiError::new("bad_request", message)))
+            }
+        }
+    }
+
+    /// Read recent events
+    ///
+    /// The most recently stored events, newest first.
+    #[oai(path = "/api/events", method = "get", tag = "ApiTags::Metrics")]
+    async fn events(
+        &self,
+        /// How many (1-1000, default 50).
+        limit: Query<Option<u32>>,
+        /// Only this event type.
+        #[oai(name = "type")]
+        kind: Query<Option<String>>,
+    ) -> EventsResponse {
+        let limit = limit.0.unwrap_or(50);
+        if !(1..=1000).contains(&limit) {
+            return EventsResponse::BadRequest(Json(ApiError::new(
+                "bad_request",
+                format!("limit={limit} is out of range; use 1 to 1000"),
+            )));
+        }
+        let kind = match kind.0.map(|k| parse_type(&k)).transpose() {
+            Ok(k) => k,
+            Err(message) => {
+                return EventsResponse::BadRequest(Json(ApiError::new("bad_request", message)));
+            }
+        };
+        match self.state.store.recent(limit as usize, kind).await {
+            Ok(events) => {
+                EventsResponse::Ok(Json(events.into_iter().map(EventOut::from).collect()))
+            }
+            Err(e) => {
+                EventsResponse::Unavailable(Json(ApiError::new("unavailable", e.to_string())))
+            }
+        }
+    }
+
+    /// The dashboard
+    ///
+    /// The live dashboard, a single page that uses the API and the WebSocket.
+    #[oai(path = "/", method = "get", tag = "ApiTags::Health")]
+    async fn dashboard(&self) -> Html<&'static str> {
+        Html(super::web::INDEX_HTML)
+    }
+
+    /// Health check
+    ///
+    /// Answers `ok` while the server is up.
+    #[oai(path = "/healthz", method = "get", tag = "ApiTags::Health")]
+    async fn healthz(&self) -> PlainText<&'static str> {
+        PlainText("ok")
+    }
+}
+
+impl Api {
+    async fn handle_ingest(&self, req: &Request, body: IngestBody) -> IngestResponse {
+        match self.ingest_inner(req, body).await {
+            Ok(report) => IngestResponse::Ok(Json(report)),
+            Err(e) => e.into(),
+        }
+    }
+
+    async fn ingest_inner(
+        &self,
+        req: &Request,
+        body: IngestBody,
+    ) -> Result<IngestReport, IngestError> {
+        let state = &self.state;
+        if let Some(token) = &state.config.token {
+            authorize(req, token)?;
+        }
+        let format = body.format()?;
+        let limit = state.config.max_body_bytes;
+        if body.content_length.is_some_and(|n| n > limit as u64) {
+            return Err(IngestError::TooLarge { limit });
+        }
+        let mut bytes = read_limited(body.body, limit).await?;
+        if body.gzip {
+            bytes = gunzip_limited(bytes, limit).await?;
+        }
+        let limits = state.config.limits.clone();
+        let now = Timestamp::now();
+        let parsed = if bytes.len() > BLOCKING_PARSE_BYTES {
+            tokio::task::spawn_blocking(move || event::parse_body(&bytes, format, &limits, now))
+                .await
+                .map_err(|e| IngestError::Internal(e.to_string()))?
+        } else {
+            event::parse_body(&bytes, format, &limits, now)
+        }?;
+        let rejected: Vec<_> = parsed.rejected.into_iter().map(Into::into).collect();
+        if parsed.events.is_empty() {
+            return Err(IngestError::NothingValid(IngestReport {
+                accepted: 0,
+                first_seq: None,
+                rejected,
+            }));
+        }
+        let accepted = parsed.events.len() as u64;
+        let first_seq = state.store.append(parsed.events).await?;
+        Ok(IngestReport {
+            accepted,
+            first_seq: Some(first_seq),
+            rejected,
+        })
+    }
+}
+
+fn authorize(req: &Request, token: &str) -> Result<(), IngestError> {
+    let given = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(IngestError::Unauthorized(
+            "send `Authorization: Bearer TOKEN`; this server requires a token",
+        ))?;
+    if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(IngestError::Unauthorized(
+            "the bearer token is not the one this server was started with",
+        ))
+    }
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, IngestError> {
+    let mut bytes = Vec::new();
+    body.into_async_read()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| IngestError::BadBody(format!("could not read the body: {e}")))?;
+    if bytes.len() > limit {
+        return Err(IngestError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+/// Decompresses without ever holding more than `limit` bytes, so a small
+/// body that expands to gigabytes is refused early.
+async fn gunzip_limited(compressed: Vec<u8>, limit: usize) -> Result<Vec<u8>, IngestError> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&compressed[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                IngestError::BadBody(format!("the gzip body could not be decompressed: {e}"))
+            })?;
+        if out.len() > limit {
+            return Err(IngestError::TooLarge { limit });
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| IngestError::Internal(e.to_string()))?
+}
+
+/// Why an ingest request stored nothing.
+#[derive(Debug, Error)]
+enum IngestError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error(
+        "Content-Type `{0}` is not supported; send application/json (one event or an array) or application/x-ndjson (one event per line)"
+    )]
+    UnsupportedMediaType(String),
+    #[error("Content-Encoding `{0}` is not supported; send the body as is or with gzip")]
+    UnsupportedEncoding(String),
+    #[error(
+        "the body is larger than the {limit}-byte limit (after decompression); split it into smaller batches"
+    )]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    BadBody(String),
+    #[error(transparent)]
+    Unparseable(#[from] BodyError),
+    #[error("no event in the request was valid")]
+    NothingValid(IngestReport),
+    #[error("{0}; nothing from this request was stored, retry later")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<IngestError> for IngestResponse {
+    fn from(e: IngestError) -> Self {
+        let message = e.to_string();
+        let err = |code: &str| Json(ApiError::new(code, message.clone()));
+        match e {
+            IngestError::Unauthorized(_) => {
+                IngestResponse::Unauthorized(err("unauthorized"), "Bearer".into())
+            }
+            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
+                IngestResponse::UnsupportedMediaType(err("unsupported_media_type"))
+            }
+            IngestError::TooLarge { .. } => {
+                IngestResponse::PayloadTooLarge(err("payload_too_large"))
+            }
+            IngestError::BadBody(_) | IngestError::Unparseable(_) => {
+                IngestResponse::BadRequest(err("bad_request"))
+            }
+            IngestError::NothingValid(report) => IngestResponse::Unprocessable(Json(report)),
+            IngestError::Store(_) => IngestResponse::Unavailable(err("unavailable")),
+            IngestError::Internal(_) => IngestResponse::Internal(err("internal")),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum IngestResponse {
+    /// Every valid event is durable; `rejected` lists the others.
+    #[oai(status = 200)]
+    Ok(Json<IngestReport>),
+    /// The body could not be read as events at all (the message says where it broke).
+    #[oai(status = 400)]
+    BadRequest(Json<ApiError>),
+    /// A token is required (the server runs with `--token`).
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
+    /// The body is over the size limit (`--max-body`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ApiError>),
+    /// The Content-Type or Content-Encoding is not supported.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ApiError>),
+    /// No event in the request was valid; `rejected` says why for each.
+    #[oai(status = 422)]
+    Unprocessable(Json<IngestReport>),
+    /// Unexpected failure.
+    #[oai(status = 500)]
+    Internal(Json<ApiError>),
+    /// The events could not be stored (for example a full disk); nothing was kept.
+    #[oai(status = 503)]
+    Unavailable(Json<ApiError>),
+}
+
+#[derive(ApiResponse)]
+enum MetricsResponse {
+    #[oai(status = 200)]
+    Ok(Json<Box<Metrics>>),
+    /// A parameter is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ApiError>),
+}
+
+#[derive(ApiResponse)]
+enum EventsResponse {
+    #[oai(status = 200)]
+    Ok(Json<Vec<EventOut>>),
+    /// A parameter is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ApiError>),
+    /// The store could not be read.
+    #[oai(status = 503)]
+    Unavailable(Json<ApiError>),
+}
+
+/// The raw body of an ingest request, with what is needed to decode it.
+/// Reading is left to the handler so every failure gets the API's error format.
+pub struct IngestBody {
+    content_type: Option<String>,
+    encoding: Option<String>,
+    content_length: Option<u64>,
+    gzip: bool,
+    body: Body,
+}
+
+impl IngestBody {
+    fn format(&self) -> Result<BodyFormat, IngestError> {
+        if let Some(encoding) = &self.encoding
+            && !self.gzip
+            && !encoding.trim().eq_ignore_ascii_case("identity")
+        {
+            return Err(IngestError::UnsupportedEncoding(encoding.clone()));
+        }
+        let Some(content_type) = &self.content_type else {
+            return Ok(BodyFormat::Json);
+        };
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" | "text/json" | "" => Ok(BodyFormat::Json),
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
+            _ => Err(IngestError::UnsupportedMediaType(content_type.clone())),
+        }
+    }
+}
+
+impl<'a> ApiExtractor<'a> for IngestBody {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        EventsIn::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: Some("One event or an array of events; or NDJSON, one event per line."),
+            content: vec![
+                MetaMediaType {
+                    content_type: "application/json",
+                    schema: EventsIn::schema_ref(),
+                },
+                MetaMediaType {
+                    content_type: "application/x-ndjson",
+                    schema: MetaSchemaRef::Inline(Box::new(MetaSchema {
+                        description: Some("One JSON event (as in application/json) per line."),
+                        ..MetaSchema::new("string")
+                    })),
+                },
+            ],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let encoding = header(poem::http::header::CONTENT_ENCODING);
+        let gzip = encoding.as_deref().is_some_and(|e| {
+            e.trim().eq_ignore_ascii_case("gzip") || e.trim().eq_ignore_ascii_case("x-gzip")
+        });
+        Ok(Self {
+            content_type: header(poem::http::header::CONTENT_TYPE),
+            content_length: header(poem::http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+            encoding,
+            gzip,
+            body: body.take().unwrap_or_default(),
+        })
+    }
+}
+
+/// The metrics parameters as sent, shared by the HTTP API and the WebSocket.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct MetricsParams {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub window: Option<String>,
+    pub by: Option<String>,
+    pub field: Option<String>,
+    pub step: Option<String>,
+    pub top: Option<u32>,
+}
+
+impl MetricsParams {
+    /// Checks every parameter; the error says which one is wrong and why.
+    pub fn to_query(&self) -> Result<engine::Query, String> {
+        let kind = self
+            .kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(parse_type)
+            .transpose()?;
+        let window_ms = self
+            .window
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .map(|w| parse_duration_ms("window", w))
+            .transpose()?;
+        if window_ms.is_some_and(|w| w > engine::MAX_WINDOW_MS) {
+            return Err("window must be at most 24h".into());
+        }
+        let step_ms = self
+            .step
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_duration_ms("step", s))
+            .transpose()?;
+        let by = self.by.clone().filter(|b| !b.is_empty());
+        let field = self.field.clone().filter(|f| !f.is_empty());
+        if kind.is_none() && (by.is_some() || field.is_some()) {
+            return Err(
+                "`by` and `field` need `type` too (for example type=sales&by=region)".into(),
+            );
+        }
+        let top = self.top.unwrap_or(10);
+        if !(1..=100).contains(&top) {
+            return Err(format!("top={top} is out of range; use 1 to 100"));
+        }
+        Ok(engine::Query {
+            kind,
+            window_ms,
+            by,
+            field,
+            step_ms,
+            top: top as usize,
+        })
+    }
+}
+
+fn parse_type(s: &str) -> Result<EventType, String> {
+    EventType::parse(s, &event::Limits::default()).map_err(|reason| format!("type {reason}"))
+}
+
+fn parse_duration_ms(name: &str, s: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{name}={s:?} is not a duration ({e}); use e.g. 30s, 5m, 1h"))?;
+    if d.as_millis() < 1000 {
+        return Err(format!("{name}={s:?} is shorter than one second"));
+    }
+    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

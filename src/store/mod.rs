@@ -1,0 +1,63 @@
+//! Durable storage of events, behind the [`Store`] trait.
+//!
+//! The embedded default is SQLite ([`sqlite::SqliteStore`]); a distributed
+//! backend (ClickHouse) can implement the same trait later. A store owns
+//! durability: `append` returns only once the events survive a crash, and
+//! then publishes them to the [`Feed`](crate::feed::Feed).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::event::{Event, EventType, Timestamp};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The events were not stored (disk full, read-only directory, I/O error).
+    #[error("could not store events: {0}")]
+    Write(String),
+    #[error("could not read events: {0}")]
+    Read(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("cannot open the data directory {path}: {reason}")]
+    Open { path: String, reason: String },
+}
+
+/// An event as stored, with its sequence number.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Where committed events come from and go to.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Makes `events` durable, publishes them to the feed, then returns the
+    /// sequence number of the first. Concurrent calls are committed together.
+    async fn append(&self, events: Vec<Event>) -> Result<u64, StoreError>;
+
+    /// The most recent events, newest first.
+    async fn recent(
+        &self,
+        limit: usize,
+        kind: Option<EventType>,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// How many events are stored.
+    async fn count(&self) -> Result<u64, StoreError>;
+
+    /// Calls `sink` with every stored event after `after_seq`, in commit
+    /// order, a chunk at a time. Blocking: meant for start-up and rebuilds.
+    fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError>;
+
+    /// Deletes events whose timestamp is before `cutoff`; returns how many.
+    async fn delete_before(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
+
+    /// Finishes pending writes and stops accepting new ones.
+    async fn close(&self);
+}

@@ -1,0 +1,384 @@
+//! The embedded store: one SQLite database in WAL mode, with one writer
+//! thread that commits many requests in one transaction (group commit).
+//!
+//! `synchronous=FULL` makes every commit durable before it is acknowledged;
+//! throughput comes from batching, not from weakening that.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Store, StoreError, StoredEvent};
+use crate::event::{Event, EventType, Timestamp};
+use crate::feed::{CommittedBatch, Feed};
+
+/// Most events committed in one transaction.
+const MAX_GROUP_EVENTS: usize = 100_000;
+/// Requests waiting for the writer; senders wait when it is full (backpressure).
+const QUEUE_DEPTH: usize = 1024;
+/// Rows deleted per retention transaction, so ingest is never held up long.
+const DELETE_CHUNK: usize = 10_000;
+/// Rows read per chunk when scanning.
+const SCAN_CHUNK: usize = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts     INTEGER NOT NULL,
+    type   TEXT NOT NULL,
+    source TEXT NOT NULL,
+    vals   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_type ON events(type, seq);
+";
+
+enum Command {
+    Append {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    DeleteBefore {
+        cutoff: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Close,
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    commands: mpsc::Sender<Command>,
+    reader: Arc<Mutex<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `dir`. Committed batches
+    /// are published to `feed`.
+    pub fn open(dir: &Path, feed: Arc<Feed>) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let lock = File::create(dir.join("LOCK")).map_err(|e| open_err(e.to_string()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(open_err(
+                    "another `rta serve` is using it; stop it or pick another --data-dir".into(),
+                ));
+            }
+            Err(TryLockError::Error(e)) => return Err(open_err(e.to_string())),
+        }
+        let path = dir.join("events.db");
+        let writer_conn = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
+        writer_conn
+            .execute_batch(SCHEMA)
+            .map_err(|e| open_err(e.to_string()))?;
+        let reader = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
+
+        let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = std::thread::Builder::new()
+            .name("rta-writer".into())
+            .spawn(move || {
+                Writer {
+                    conn: writer_conn,
+                    feed,
+                }
+                .run(rx)
+            })
+            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            path,
+            commands,
+            reader: Arc::new(Mutex::new(reader)),
+            writer: Mutex::new(Some(writer)),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(|e| StoreError::Read(e.to_string()))
+        })
+        .await
+        .map_err(|e| StoreError::Read(e.to_string()))?
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, Result<Event, String>)> {
+    let seq: i64 = row.get(0)?;
+    let ts: i64 = row.get(1)?;
+    let kind: String = row.get(2)?;
+    let source: String = row.get(3)?;
+    let vals: String = row.get(4)?;
+    Ok((seq as u64, Event::from_stored(ts, &kind, &source, &vals)))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, events: Vec<Event>) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Append { events, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn recent(
+        &self,
+        limit: usize,
+        kind: Option<EventType>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut out = Vec::with_capacity(limit.min(1000));
+            let mut push = |row: (u64, Result<Event, String>)| {
+                if let (seq, Ok(event)) = row {
+                    out.push(StoredEvent { seq, event });
+                }
+            };
+            let columns = "SELECT seq, ts, type, source, vals FROM events";
+            match kind {
+                Some(kind) => {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "{columns} WHERE type = ?1 ORDER BY seq DESC LIMIT ?2"
+                    ))?;
+                    for row in stmt.query_map(params![kind.as_str(), limit as i64], row_to_event)? {
+                        push(row?);
+                    }
+                }
+                None => {
+                    let mut stmt =
+                        conn.prepare_cached(&format!("{columns} ORDER BY seq DESC LIMIT ?1"))?;
+                    for row in stmt.query_map(params![limit as i64], row_to_event)? {
+                        push(row?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.read(|conn| conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|n| n as u64)
+    }
+
+    fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError> {
+        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
+        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+        let mut stmt = conn
+            .prepare("SELECT seq, ts, type, source, vals FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(read)?;
+        let mut last = after_seq;
+        let mut seen: u64 = 0;
+        loop {
+            let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+            let mut first = None;
+            let rows = stmt
+                .query_map(params![last as i64, SCAN_CHUNK as i64], row_to_event)
+                .map_err(read)?;
+            let mut rows_read = 0;
+            for row in rows {
+                let (seq, event) = row.map_err(read)?;
+                rows_read += 1;
+                // A gap in sequence numbers starts a new chunk, so every chunk
+                // stays contiguous for the subscriber.
+                if first.is_some_and(|f| f + chunk.len() as u64 != seq) {
+                    sink(first.unwrap_or(seq), &chunk);
+                    chunk.clear();
+                    first = None;
+                }
+                match event {
+                    Ok(event) => {
+                        first.get_or_insert(seq);
+                        chunk.push(event);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(seq, %reason, "skipping an unreadable stored event")
+                    }
+                }
+                last = seq;
+            }
+            if let Some(f) = first {
+                sink(f, &chunk);
+            }
+            seen += rows_read;
+            if rows_read < SCAN_CHUNK as u64 {
+                return Ok(seen);
+            }
+        }
+    }
+
+    async fn delete_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.commands
+                .send(Command::DeleteBefore {
+                    cutoff: cutoff.millis(),
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let deleted = answer.await.map_err(|_| StoreError::Closed)??;
+            total += deleted;
+            if deleted < DELETE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    feed: Arc<Feed>,
+}
+
+type Pending = Vec<(Vec<Event>, oneshot::Sender<Result<u64, StoreError>>)>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut next = None;
+        loop {
+            let command = match next.take() {
+                Some(c) => c,
+                None => match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            match command {
+                Command::Append { events, reply } => {
+                    let mut total = events.len();
+                    let mut pending: Pending = vec![(events, reply)];
+                    // Group commit: take every request already waiting.
+                    while total < MAX_GROUP_EVENTS {
+                        match rx.try_recv() {
+                            Ok(Command::Append { events, reply }) => {
+                                total += events.len();
+                                pending.push((events, reply));
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(pending);
+                }
+                Command::DeleteBefore { cutoff, reply } => {
+                    let _ = reply.send(self.delete_chunk(cutoff));
+                }
+                Command::Close => return,
+            }
+        }
+    }
+
+    fn commit(&mut self, pending: Pending) {
+        match self.insert(&pending) {
+            Ok(first_seq) => {
+                let mut events = Vec::with_capacity(pending.iter().map(|(e, _)| e.len()).sum());
+                let mut replies = Vec::with_capacity(pending.len());
+                let mut seq = first_seq;
+                for (batch, reply) in pending {
+                    replies.push((seq, reply));
+                    seq += batch.len() as u64;
+                    events.extend(batch);
+                }
+                self.feed.publish(&CommittedBatch { first_seq, events });
+                for (seq, reply) in replies {
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                let reason = describe(&e);
+                tracing::error!(%reason, "a write failed; nothing of it was acknowledged");
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(StoreError::Write(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Inserts every pending event in one transaction; returns the first seq.
+    fn insert(&mut self, pending: &Pending) -> rusqlite::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut first = None;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (ts, type, source, vals) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for event in pending.iter().flat_map(|(events, _)| events) {
+                stmt.execute(params![
+                    event.timestamp.millis(),
+                    event.kind.as_str(),
+                    &*event.source,
+                    event.values_json()
+                ])?;
+                first.get_or_insert(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(first.unwrap_or(0) as u64)
+    }
+
+    fn delete_chunk(&mut self, cutoff: i64) -> Result<u64, StoreError> {
+        let deleted = self
+            .conn
+            .execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ?1 LIMIT ?2)",
+                params![cutoff, DELETE_CHUNK as i64],
+            )
+            .map_err(|e| StoreError::Write(describe(&e)))?;
+        Ok(deleted as u64)
+    }
+}
+
+/// A message for people: what SQLite's error means for them.
+fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DiskFull) => "the disk holding the data directory is full".into(),
+        Some(ReadOnly) => "the data directory is read-only".into(),
+        Some(CannotOpen) | Some(PermissionDenied) => {
+            format!("the database cannot be opened for writing ({e})")
+        }
+        _ => e.to_string(),
+    }
+}

@@ -1,0 +1,176 @@
+//! Spawning the app and talking to it, so tests read like specs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rta");
+
+/// A running `rta serve` with its own data directory.
+pub struct TestServer {
+    child: Child,
+    pub url: String,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("a temporary directory"), args).await
+    }
+
+    /// Starts a server on an existing data directory (for restarts).
+    pub async fn start_in(dir: TempDir, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(args)
+            .env("RTA_LOG", "info")
+            .env_remove("RTA_TOKEN")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the rta binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let show = std::env::var_os("TEST_LOG").is_some();
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if show {
+                    eprintln!("[server] {line}");
+                }
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url: String = rest
+                        .chars()
+                        .take_while(|c| *c != ',' && !c.is_whitespace())
+                        .collect();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(url);
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server says where it listens within 20 s");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client");
+        Self {
+            child,
+            url,
+            dir,
+            http,
+        }
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("{}/api/ws{query}", self.url.replacen("http", "ws", 1))
+    }
+
+    /// SIGKILL: no chance to flush anything. Returns the data directory.
+    pub fn kill9(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.take_dir()
+    }
+
+    /// SIGTERM and wait for a clean exit. Returns the data directory.
+    pub fn stop(mut self) -> TempDir {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("the server exits");
+        assert!(exit.success(), "clean shutdown, got {exit}");
+        self.take_dir()
+    }
+
+    fn take_dir(mut self) -> TempDir {
+        std::mem::replace(
+            &mut self.dir,
+            tempfile::tempdir().expect("a temporary directory"),
+        )
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers");
+        let status = resp.status();
+        let text = resp.text().await.expect("a body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    /// POSTs JSON to /api/ingest.
+    pub async fn ingest(&self, body: &Value) -> (StatusCode, Value) {
+        self.post("/api/ingest", "application/json", body.to_string())
+            .await
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path_and_query}", self.url))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = resp.status();
+        let text = resp.text().await.expect("a body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub async fn metrics(&self, query: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/metrics{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The metrics of one type from a metrics body.
+pub fn type_metrics<'a>(metrics: &'a Value, kind: &str) -> &'a Value {
+    metrics["types"]
+        .as_array()
+        .and_then(|types| types.iter().find(|t| t["name"] == kind))
+        .unwrap_or_else(|| panic!("type {kind} in {metrics}"))
+}
+
+/// One measure of a type's metrics.
+pub fn measure<'a>(type_metrics: &'a Value, name: &str) -> &'a Value {
+    type_metrics["measures"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == name))
+        .unwrap_or_else(|| panic!("measure {name} in {type_metrics}"))
+}

@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real `rta` binary on port 0 with a
+//! fresh data directory and talks HTTP and WebSocket to it.
+//! Set TEST_LOG=1 to see the servers' logs.
+
+mod helpers;
+
+mod ingest;
+mod metrics;
+mod restart;
+mod websocket;
