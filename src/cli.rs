@@ -21,6 +21,176 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: ingest API, metrics API, WebSocket and dashboard.
     Serve(ServeArgs),
+    /// Stream synthetic events to a server (or to a file).
+    Generate(GenerateArgs),
+    /// Push the events of a JSONL or CSV file to a server.
+    Replay(ReplayArgs),
+    /// Print metrics as a table, JSON, CSV or TSV.
+    Query(QueryArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// How client commands reach the server.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server")]
+pub struct ClientArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "RTA_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    /// Bearer token, for a server started with --token.
+    #[arg(long, env = "RTA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Keep retrying a refused connection, 429 or 503 this long before giving up.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub retry_for: Duration,
+
+    /// Give up on one request after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  rta generate --count 100 --interval 3 --batch 5    100 events, 5 every 3 seconds
+  rta generate --rate 200                            an endless stream of 200 events/s
+  rta generate --interval 0 --batch 1000 --count 1000000   as fast as the server takes them
+  rta generate --count 3000 --seed 1 --output events.jsonl   a file instead of a server")]
+pub struct GenerateArgs {
+    /// How many events in all (default: endless, until Ctrl-C).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Time between batches: seconds (3, 0.5) or a duration (250ms); 0 sends as fast as possible.
+    #[arg(long, short = 'i', default_value = "1", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Duration,
+
+    /// Events per second, instead of --interval.
+    #[arg(long, conflicts_with = "interval", value_name = "EVENTS_PER_SEC")]
+    pub rate: Option<f64>,
+
+    /// Events per request.
+    #[arg(long, short = 'b', default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch: u64,
+
+    /// Which kinds of events to make.
+    #[arg(long, value_delimiter = ',', default_value = "sales,users,pageview")]
+    pub types: Vec<crate::client::synth::Kind>,
+
+    /// Seed for reproducible data.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// The events' source.
+    #[arg(long, default_value = "rta-generate")]
+    pub source: String,
+
+    /// Write JSONL (or CSV, for a .csv name) to this file, `-` for stdout, instead of sending.
+    /// Timestamps are then simulated, ending now, one --interval apart per batch.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<String>,
+
+    /// Timestamp of the first event (RFC 3339); later batches are one --interval apart.
+    #[arg(long, value_name = "TIME")]
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub concurrency: u64,
+
+    /// No progress output, only the summary and errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  rta replay fixtures/events.jsonl
+  rta replay fixtures/events.csv --shift-to-now
+  rta replay events.jsonl.gz --speed 60        one hour of events in one minute
+  zcat old.jsonl.gz | rta replay - --batch 5000")]
+pub struct ReplayArgs {
+    /// The file: JSONL or CSV, optionally .gz; `-` reads stdin.
+    pub file: String,
+
+    /// The file's format (default: from the extension, JSONL unless .csv).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::client::reader::Format>,
+
+    /// Events per request.
+    #[arg(long, short = 'b', default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch: u64,
+
+    /// Keep the original spacing between timestamps, sped up by this factor (1 = real time).
+    #[arg(long, value_name = "FACTOR")]
+    pub speed: Option<f64>,
+
+    /// Move every timestamp so the file's latest event happens now.
+    #[arg(long)]
+    pub shift_to_now: bool,
+
+    /// No progress output, only the summary and errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  rta query                              one row per event type
+  rta query --type sales --window 1h     one row per field of sales in the last hour
+  rta query --type sales --by region     one row per region
+  rta query --format csv | sort          for scripts
+  rta query --watch 2                    refresh every 2 seconds")]
+pub struct QueryArgs {
+    /// One row per field of this event type.
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub kind: Option<String>,
+
+    /// With --type: one row per value of this dimension.
+    #[arg(long, requires = "kind", value_name = "DIMENSION")]
+    pub by: Option<String>,
+
+    /// Only events of the last 5m, 1h, 24h... (by event time).
+    #[arg(long, short = 'w', value_name = "DURATION")]
+    pub window: Option<String>,
+
+    /// Output format (default: a table).
+    #[arg(long, short = 'f', value_enum, default_value = "table")]
+    pub format: crate::client::output::OutputFormat,
+
+    /// With --by: how many values.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub top: u32,
+
+    /// Refresh every SECONDS until Ctrl-C.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub watch: Option<Duration>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  rta completions bash > /etc/bash_completion.d/rta
+  rta completions zsh > \"${fpath[1]}/_rta\"
+  rta completions fish > ~/.config/fish/completions/rta.fish")]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

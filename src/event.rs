@@ -48,7 +48,7 @@ impl Timestamp {
 
     /// Reads a timestamp from JSON: an RFC 3339 string, or a number of Unix
     /// seconds (below 1e11) or milliseconds.
-    fn from_json(value: &Json) -> Result<Self, String> {
+    pub fn from_json(value: &Json) -> Result<Self, String> {
         match value {
             Json::String(s) => {
                 let parsed = DateTime::parse_from_rfc3339(s).map_err(|e| {

@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the map of modules and the invariants between them.
 
 pub mod cli;
+pub mod client;
 pub mod cmd;
 pub mod engine;
 pub mod event;

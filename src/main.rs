@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rta::cli::{Cli, Command};
+use rta::client::{ClientError, exit};
 use rta::cmd;
 
 fn main() -> ExitCode {
@@ -19,14 +20,21 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args).await.map(|()| exit::OK),
+            Command::Generate(args) => cmd::generate::run(args).await,
+            Command::Replay(args) => cmd::replay::run(args).await,
+            Command::Query(args) => cmd::query::run(args).await,
+            Command::Completions(args) => cmd::completions::run(args),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let code = e
+                .downcast_ref::<ClientError>()
+                .map_or(exit::FAILED, ClientError::exit_code);
+            ExitCode::from(code)
         }
     }
 }

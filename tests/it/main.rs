@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod cli;
 mod ingest;
 mod metrics;
 mod restart;

@@ -1,0 +1,101 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_rta_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_rta_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_rta_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_rta_using_subcommand
+    set -l cmd (__fish_rta_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c rta -n "__fish_rta_needs_command" -s h -l help -d 'Print help'
+complete -c rta -n "__fish_rta_needs_command" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_needs_command" -f -a "serve" -d 'Run the server: ingest API, metrics API, WebSocket and dashboard'
+complete -c rta -n "__fish_rta_needs_command" -f -a "generate" -d 'Stream synthetic events to a server (or to a file)'
+complete -c rta -n "__fish_rta_needs_command" -f -a "replay" -d 'Push the events of a JSONL or CSV file to a server'
+complete -c rta -n "__fish_rta_needs_command" -f -a "query" -d 'Print metrics as a table, JSON, CSV or TSV'
+complete -c rta -n "__fish_rta_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c rta -n "__fish_rta_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rta -n "__fish_rta_using_subcommand serve" -l addr -d 'Address to listen on. Use 0.0.0.0:PORT to accept connections from other machines' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l data-dir -d 'Directory holding the event database (created if missing)' -r -F
+complete -c rta -n "__fish_rta_using_subcommand serve" -l retention -d 'Delete events older than this, such as 7d or 12h (default: keep everything)' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l token -d 'Require `Authorization: Bearer TOKEN` on ingest' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-body -d 'Largest request body accepted, after decompression, such as 16MiB' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l push-interval -d 'How often WebSocket clients get updates at most, such as 250ms' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-type-len -d 'Longest event type name' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-source-len -d 'Longest source' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-field-name-len -d 'Longest field name (after flattening nested objects)' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-string-len -d 'Longest string value' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-fields -d 'Most fields in one event\'s values' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c rta -n "__fish_rta_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand generate" -s n -l count -d 'How many events in all (default: endless, until Ctrl-C)' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -s i -l interval -d 'Time between batches: seconds (3, 0.5) or a duration (250ms); 0 sends as fast as possible' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l rate -d 'Events per second, instead of --interval' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -s b -l batch -d 'Events per request' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l types -d 'Which kinds of events to make' -r -f -a "sales\t'Orders: amount, units, region, channel'
+users\t'Activity: active, new, returning users per region'
+pageview\t'Web requests: latency_ms (long-tailed), bytes, path, device'"
+complete -c rta -n "__fish_rta_using_subcommand generate" -l seed -d 'Seed for reproducible data' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l source -d 'The events\' source' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -s o -l output -d 'Write JSONL (or CSV, for a .csv name) to this file, `-` for stdout, instead of sending. Timestamps are then simulated, ending now, one --interval apart per batch' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l start -d 'Timestamp of the first event (RFC 3339); later batches are one --interval apart' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l concurrency -d 'Requests in flight at once' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l url -d 'The server\'s base URL' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l token -d 'Bearer token, for a server started with --token' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -s q -l quiet -d 'No progress output, only the summary and errors'
+complete -c rta -n "__fish_rta_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rta -n "__fish_rta_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand replay" -l format -d 'The file\'s format (default: from the extension, JSONL unless .csv)' -r -f -a "jsonl\t'One JSON event per line'
+csv\t'A header row; `timestamp`, `source`, `type` columns, every other column a value (or one `values` column holding a JSON object)'"
+complete -c rta -n "__fish_rta_using_subcommand replay" -s b -l batch -d 'Events per request' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l speed -d 'Keep the original spacing between timestamps, sped up by this factor (1 = real time)' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l url -d 'The server\'s base URL' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l token -d 'Bearer token, for a server started with --token' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l shift-to-now -d 'Move every timestamp so the file\'s latest event happens now'
+complete -c rta -n "__fish_rta_using_subcommand replay" -s q -l quiet -d 'No progress output, only the summary and errors'
+complete -c rta -n "__fish_rta_using_subcommand replay" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rta -n "__fish_rta_using_subcommand replay" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand query" -s t -l type -d 'One row per field of this event type' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l by -d 'With --type: one row per value of this dimension' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -s w -l window -d 'Only events of the last 5m, 1h, 24h... (by event time)' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -s f -l format -d 'Output format (default: a table)' -r -f -a "table\t'Aligned columns for people (boxes only on a terminal)'
+json\t'An array of objects, one per row'
+csv\t'Comma-separated, with a header row'
+tsv\t'Tab-separated, with a header row'"
+complete -c rta -n "__fish_rta_using_subcommand query" -l top -d 'With --by: how many values' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l watch -d 'Refresh every SECONDS until Ctrl-C' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l url -d 'The server\'s base URL' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l token -d 'Bearer token, for a server started with --token' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rta -n "__fish_rta_using_subcommand query" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c rta -n "__fish_rta_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "serve" -d 'Run the server: ingest API, metrics API, WebSocket and dashboard'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "generate" -d 'Stream synthetic events to a server (or to a file)'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "replay" -d 'Push the events of a JSONL or CSV file to a server'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "query" -d 'Print metrics as a table, JSON, CSV or TSV'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,240 @@
+//! `rta query`: metrics as rows, for people and for scripts.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cli::QueryArgs;
+use crate::client::output::{Cell, OutputFormat, Rows, renderer};
+use crate::client::{Client, exit};
+
+pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
+    let client = Client::new(&args.client)?;
+    let terminal = std::io::stdout().is_terminal();
+    let Some(every) = args.watch else {
+        let text = render(&client, &args, terminal).await?;
+        super::write_stdout(text.as_bytes())?;
+        return Ok(exit::OK);
+    };
+    let every = every.max(Duration::from_millis(200));
+    let ctrl_c = super::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let text = render(&client, &args, terminal).await?;
+        let screen = if terminal {
+            // Clear and redraw in place.
+            format!(
+                "\x1b[2J\x1b[H{}  (every {:?}, Ctrl-C to stop)\n\n{text}",
+                chrono::Local::now().format("%H:%M:%S"),
+                every
+            )
+        } else {
+            format!("{text}\n")
+        };
+        super::write_stdout(screen.as_bytes())?;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut ctrl_c => return Ok(exit::OK),
+        }
+    }
+}
+
+/// Fetches the metrics and renders them in the chosen format.
+async fn render(client: &Client, args: &QueryArgs, terminal: bool) -> anyhow::Result<String> {
+    let mut query = vec![format!("top={}", args.top)];
+    if let Some(kind) = &args.kind {
+        query.push(format!("type={}", encode(kind)));
+    }
+    if let Some(window) = &args.window {
+        query.push(format!("window={}", encode(window)));
+    }
+    if let Some(by) = &args.by {
+        query.push(format!("by={}", encode(by)));
+    }
+    let metrics = client
+        .get_json(&format!("/api/metrics?{}", query.join("&")))
+        .await?;
+    let rows = match (&args.kind, &args.by) {
+        (None, _) => overview(&metrics),
+        (Some(kind), None) => fields(&metrics, kind)?,
+        (Some(kind), Some(by)) => groups(&metrics, kind, by)?,
+    };
+    let styled = terminal && args.format == OutputFormat::Table;
+    let mut out = Vec::new();
+    renderer(args.format, styled).render(&rows, &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn types(metrics: &Value) -> &[Value] {
+    metrics["types"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn text(v: &Value) -> Cell {
+    v.as_str()
+        .map_or(Cell::Empty, |s| Cell::Text(s.to_string()))
+}
+
+fn int(v: &Value) -> Cell {
+    v.as_u64().map_or(Cell::Empty, Cell::Int)
+}
+
+fn float(v: &Value) -> Cell {
+    Cell::opt_float(v.as_f64())
+}
+
+/// One row per event type.
+fn overview(metrics: &Value) -> Rows {
+    let columns = [
+        "type",
+        "events",
+        "rate_per_s",
+        "first_seen",
+        "last_seen",
+        "measures",
+    ];
+    let rows = types(metrics)
+        .iter()
+        .map(|t| {
+            let measures = t["measures"]
+                .as_array()
+                .map(|ms| {
+                    ms.iter()
+                        .map(|m| {
+                            format!(
+                                "{}={}",
+                                m["name"].as_str().unwrap_or("?"),
+                                float(&m["mean"]).text()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            vec![
+                text(&t["name"]),
+                int(&t["count"]),
+                float(&t["rate"]),
+                text(&t["firstSeen"]),
+                text(&t["lastSeen"]),
+                Cell::Text(measures),
+            ]
+        })
+        .collect();
+    Rows {
+        columns: columns.map(String::from).to_vec(),
+        rows,
+    }
+}
+
+fn the_type<'a>(metrics: &'a Value, kind: &str) -> anyhow::Result<&'a Value> {
+    types(metrics)
+        .iter()
+        .find(|t| t["name"] == kind)
+        .ok_or_else(|| {
+            let known: Vec<_> = metrics["eventsByType"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "no events of type `{kind}`{}; known types: {}",
+                if metrics["windowSeconds"].is_null() {
+                    ""
+                } else {
+                    " in this window"
+                },
+                if known.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })
+}
+
+/// One row per measure of a type.
+fn fields(metrics: &Value, kind: &str) -> anyhow::Result<Rows> {
+    let t = the_type(metrics, kind)?;
+    let columns = [
+        "field", "count", "sum", "min", "mean", "max", "p50", "p90", "p99",
+    ];
+    let rows = t["measures"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .map(|m| {
+            vec![
+                text(&m["name"]),
+                int(&m["count"]),
+                float(&m["sum"]),
+                float(&m["min"]),
+                float(&m["mean"]),
+                float(&m["max"]),
+                float(&m["p50"]),
+                float(&m["p90"]),
+                float(&m["p99"]),
+            ]
+        })
+        .collect();
+    Ok(Rows {
+        columns: columns.map(String::from).to_vec(),
+        rows,
+    })
+}
+
+/// One row per value of a dimension of a type.
+fn groups(metrics: &Value, kind: &str, by: &str) -> anyhow::Result<Rows> {
+    let t = the_type(metrics, kind)?;
+    let groups = metrics["groups"]["groups"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if groups.is_empty() {
+        let dims: Vec<_> = t["dimensions"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|d| d["name"].as_str()).collect())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "`{kind}` has no dimension `{by}`; its dimensions: {}",
+            dims.join(", ")
+        );
+    }
+    let measures: BTreeSet<String> = groups
+        .iter()
+        .filter_map(|g| g["measures"].as_object())
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    let mut columns = vec![by.to_string(), "events".to_string()];
+    for m in &measures {
+        columns.push(format!("{m}_sum"));
+        columns.push(format!("{m}_mean"));
+    }
+    let rows = groups
+        .iter()
+        .map(|g| {
+            let mut row = vec![text(&g["value"]), int(&g["count"])];
+            for m in &measures {
+                row.push(float(&g["measures"][m]["sum"]));
+                row.push(float(&g["measures"][m]["mean"]));
+            }
+            row
+        })
+        .collect();
+    Ok(Rows { columns, rows })
+}
