@@ -141,8 +141,12 @@ impl Api {
     ///
     /// The live dashboard, a single page that uses the API and the WebSocket.
     #[oai(path = "/", method = "get", tag = "ApiTags::Health")]
-    async fn dashboard(&self) -> Html<&'static str> {
-        Html(super::web::INDEX_HTML)
+    async fn dashboard(&self) -> DashboardResponse {
+        DashboardResponse::Ok(
+            Html(super::web::INDEX_HTML),
+            super::web::CONTENT_SECURITY_POLICY.to_string(),
+            "no-cache".to_string(),
+        )
     }
 
     /// Health check
@@ -335,6 +339,17 @@ enum IngestResponse {
     /// The events could not be stored (for example a full disk); nothing was kept.
     #[oai(status = 503)]
     Unavailable(Json<ApiError>),
+}
+
+#[derive(ApiResponse)]
+enum DashboardResponse {
+    /// The page. Its scripts and styles come from `/assets/` on this server only.
+    #[oai(status = 200)]
+    Ok(
+        Html<&'static str>,
+        #[oai(header = "Content-Security-Policy")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
 }
 
 #[derive(ApiResponse)]

@@ -205,7 +205,7 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
         .at("/api/openapi.json", spec)
         .nest("/docs", docs)
         .at("/api/ws", get(ws_handler))
-        .nest("/assets", web::assets())
+        .at("/assets/*path", get(web::asset))
         .data(hub)
         .with(SetHeader::new().overriding("X-Content-Type-Options", "nosniff"))
         .catch_all_error(|err: poem::Error| async move {

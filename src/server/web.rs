@@ -1,9 +1,65 @@
-//! The dashboard's assets, embedded in the binary.
+//! The dashboard's assets, embedded in the binary so it runs from any
+//! directory with no network: our own HTML, CSS and JS from `web/`, and
+//! Chart.js from the npm package that `build.rs` installs.
 
-use poem::{Endpoint, Route};
+use poem::http::{StatusCode, header};
+use poem::web::Path;
+use poem::{Response, handler};
 
 pub const INDEX_HTML: &str = include_str!("../../web/index.html");
 
-pub fn assets() -> impl Endpoint {
-    Route::new()
+/// Scripts and styles only from this server; no inline script, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     frame-ancestors 'none'; form-action 'none'";
+
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../web/style.css"),
+    ),
+    (
+        "js/main.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/main.js"),
+    ),
+    (
+        "js/charts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/charts.js"),
+    ),
+    (
+        "js/format.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/format.js"),
+    ),
+    (
+        "js/live.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/live.js"),
+    ),
+    (
+        "vendor/chart.umd.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/web/node_modules/chart.js/dist/chart.umd.min.js"
+        )),
+    ),
+];
+
+#[handler]
+pub fn asset(Path(path): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == path) {
+        Some((_, content_type, bytes)) => Response::builder()
+            .content_type(*content_type)
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+            .body(*bytes),
+        None => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .content_type("application/json")
+            .body(r#"{"error":"not_found","message":"no such asset"}"#),
+    }
 }
