@@ -95,7 +95,7 @@ impl Serialize for Timestamp {
 }
 
 /// An event type name: 1..=`max_type_len` of ASCII letters, digits, `_`, `-`, `.`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct EventType(Arc<str>);
 

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use ring::Ring;
 use stats::{MeasureStats, Names, SummaryLimits, TypeSummary};
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{Event, EventType, Timestamp};
 
 const SECOND: i64 = 1000;
@@ -44,6 +46,9 @@ pub struct EngineConfig {
     pub recent_values: usize,
 }
 
+/// Marks a snapshot of this engine's format; bump it when the layout changes.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rta-eng1";
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -59,7 +64,7 @@ impl Default for EngineConfig {
 /// One time-series slot: per type the count and per measure the basics.
 type SeriesSlot = HashMap<EventType, SeriesPoint>;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SeriesPoint {
     count: u64,
     measures: Vec<(Arc<str>, Basic)>,
@@ -84,19 +89,21 @@ impl SeriesPoint {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct TypeState {
     all_time: TypeSummary,
     recent: BTreeMap<Arc<str>, VecDeque<f64>>,
 }
 
 /// Live aggregates. Feed it with [`Engine::apply`], read it with [`Engine::query`].
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Engine {
+    #[serde(skip)]
     config: EngineConfig,
     total: u64,
     untracked: u64,
     types: BTreeMap<EventType, TypeState>,
+    #[serde(skip)]
     names: Names,
     seconds: Ring<SeriesSlot>,
     minutes: Ring<SeriesSlot>,
@@ -127,6 +134,24 @@ impl Engine {
             version: 0,
             last_seq: 0,
         }
+    }
+
+    /// Encodes the whole state, so a restart can skip re-reading every event.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        // Serializing plain in-memory data into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Restores a state written by [`Engine::to_snapshot`], with today's bounds.
+    pub fn from_snapshot(bytes: &[u8], config: EngineConfig) -> Result<Self, String> {
+        let body = bytes
+            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .ok_or("not an engine snapshot of this version")?;
+        let mut engine: Engine = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        engine.config = config;
+        Ok(engine)
     }
 
     /// The sequence number of the last committed event applied.

@@ -4,7 +4,9 @@
 //! slot is reset when a later period claims its position, so memory is fixed
 //! by the capacity, never by the number of events.
 
-#[derive(Debug, Clone)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ring<T> {
     resolution_ms: i64,
     slots: Vec<Option<(i64, T)>>,

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
 
 use super::topk::TopK;
 use crate::event::Event;
 
 /// Count, sum, min and max of a set of numbers.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Basic {
     pub count: u64,
     pub sum: f64,
@@ -51,7 +52,7 @@ impl Basic {
 
 /// Everything kept about one measure: basics, the latest value and a
 /// quantile sketch with 1% relative accuracy.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct MeasureStats {
     pub basic: Basic,
     pub last: f64,
@@ -108,7 +109,7 @@ impl MeasureStats {
 }
 
 /// Per dimension value: how its events' measures add up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupStats {
     pub measures: Vec<(Arc<str>, Basic)>,
 }
@@ -145,7 +146,7 @@ pub struct SummaryLimits {
 }
 
 /// All aggregates of one event type over some span of time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TypeSummary {
     pub count: u64,
     pub first_ts: i64,

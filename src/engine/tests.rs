@@ -261,3 +261,38 @@ fn committed_batches_apply_once() {
     );
     assert_eq!(engine.last_seq(), 7);
 }
+
+#[test]
+fn a_snapshot_restores_every_answer() {
+    let mut engine = Engine::default();
+    let events: Vec<_> = (0..500)
+        .map(|i| {
+            ev(
+                ["a", "b"][i % 2],
+                NOW - (i as i64) * 7_000,
+                json!({"v": i, "d": format!("x{}", i % 13)}),
+            )
+        })
+        .collect();
+    engine.apply_committed(1, &events, now());
+    let restored = Engine::from_snapshot(&engine.to_snapshot(), EngineConfig::default()).unwrap();
+    assert_eq!(restored.last_seq(), 500);
+    for query in [
+        Query::default(),
+        Query {
+            window_ms: Some(HOUR),
+            ..Query::default()
+        },
+        Query {
+            kind: EventType::parse("a", &Limits::default()).ok(),
+            by: Some("d".into()),
+            ..Query::default()
+        },
+    ] {
+        assert_eq!(
+            format!("{:?}", restored.query(&query, now())),
+            format!("{:?}", engine.query(&query, now()))
+        );
+    }
+    assert!(Engine::from_snapshot(b"garbage", EngineConfig::default()).is_err());
+}

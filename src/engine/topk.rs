@@ -8,8 +8,10 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 /// One tracked value with its count and what it carries (per-value aggregates).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry<T> {
     pub count: u64,
     /// The most this count may overstate the true one.
@@ -17,7 +19,7 @@ pub struct Entry<T> {
     pub data: T,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopK<T> {
     capacity: usize,
     entries: HashMap<Box<str>, Entry<T>>,

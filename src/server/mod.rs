@@ -7,6 +7,7 @@
 
 mod api;
 mod models;
+mod snapshot;
 mod web;
 mod ws;
 
@@ -92,16 +93,6 @@ pub struct AppState {
     pub engine: Arc<LiveEngine>,
 }
 
-/// Opens the data directory and rebuilds the engine from what it holds.
-fn build_engine(store: &dyn Store, config: EngineConfig) -> anyhow::Result<(Engine, u64)> {
-    let mut engine = Engine::new(config);
-    let now = Timestamp::now();
-    let n = store.scan(0, &mut |first, events| {
-        engine.apply_committed(first, events, now)
-    })?;
-    Ok((engine, n))
-}
-
 /// Binds `addr`; the returned acceptor knows its real port (for port 0).
 pub async fn bind(addr: &str) -> anyhow::Result<TcpAcceptor> {
     poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(addr.to_string()))
@@ -123,13 +114,18 @@ pub async fn run(
         let feed = feed.clone();
         Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&dir, feed)).await??)
     };
-    let (engine, rebuilt) = {
-        let store = store.clone();
-        let engine_config = config.engine;
-        tokio::task::spawn_blocking(move || build_engine(&*store, engine_config)).await??
+    let loaded = {
+        let (store, dir, engine_config) = (store.clone(), config.data_dir.clone(), config.engine);
+        tokio::task::spawn_blocking(move || snapshot::load(&dir, &*store, engine_config)).await??
+    };
+    let total = loaded.engine.total();
+    let how = if loaded.from_snapshot {
+        format!("saved state + {} newer events", loaded.replayed)
+    } else {
+        format!("{} events read", loaded.replayed)
     };
     let engine = Arc::new(LiveEngine {
-        engine: Mutex::new(engine),
+        engine: Mutex::new(loaded.engine),
     });
     let hub = Arc::new(ws::Hub::new(engine.clone(), config.push_interval));
     for event in store.recent(50, None).await?.into_iter().rev() {
@@ -147,9 +143,10 @@ pub async fn run(
         .and_then(|a| a.as_socket_addr().copied())
         .context("the listener has no address")?;
     tracing::info!(
-        "listening on http://{local}, storing in {} ({rebuilt} events loaded in {} ms)",
+        "listening on http://{local}, storing in {} ({total} events ready in {} ms: {})",
         config.data_dir.display(),
-        started.elapsed().as_millis()
+        started.elapsed().as_millis(),
+        how
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -160,15 +157,12 @@ pub async fn run(
         }
     };
     let hub_task = tokio::spawn(hub.clone().run(stopped()));
-    let retention_task = config.retention.map(|keep| {
-        tokio::spawn(retention_loop(
-            store.clone(),
-            engine.clone(),
-            config.engine,
-            keep,
-            stopped(),
-        ))
-    });
+    let maintenance = Maintenance {
+        store: store.clone(),
+        engine: engine.clone(),
+        config: config.clone(),
+    };
+    let maintenance_task = tokio::spawn(maintenance.clone().run(stopped()));
 
     let state = Arc::new(AppState {
         config,
@@ -187,10 +181,13 @@ pub async fn run(
     );
     let result = server.await;
     let _ = hub_task.await;
-    if let Some(task) = retention_task {
-        task.abort();
-    }
+    let _ = maintenance_task.await;
     store.close().await;
+    if let Err(e) = maintenance.save_snapshot().await {
+        tracing::warn!(
+            "could not save the engine state (the next start reads the store instead): {e:#}"
+        );
+    }
     tracing::info!("stopped");
     result.context("the server failed")
 }
@@ -242,56 +239,98 @@ fn ws_handler(
         .into_response()
 }
 
-/// Deletes expired events now and then; after a deletion, rebuilds the
-/// engine so all-time aggregates match what is stored.
-async fn retention_loop(
+/// Background upkeep, one task so its steps never interleave: retention
+/// (delete, then rebuild the engine) and saving the engine's state.
+#[derive(Clone)]
+struct Maintenance {
     store: Arc<dyn Store>,
     engine: Arc<LiveEngine>,
-    config: EngineConfig,
-    keep: Duration,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    let period = (keep / 60).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    let mut ticker = tokio::time::interval(period);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = &mut stop => return,
+    config: ServeConfig,
+}
+
+/// How often the engine's state is saved when it changed.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+
+impl Maintenance {
+    async fn run(self, stop: impl std::future::Future<Output = ()>) {
+        let retention_every = self
+            .config
+            .retention
+            .map(|keep| (keep / 60).clamp(Duration::from_secs(1), Duration::from_secs(600)));
+        let mut retention_tick =
+            tokio::time::interval(retention_every.unwrap_or(Duration::from_secs(3600)));
+        let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
+        snapshot_tick.tick().await;
+        let mut saved_version = None;
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = retention_tick.tick(), if retention_every.is_some() => self.apply_retention().await,
+                _ = snapshot_tick.tick() => {
+                    let version = self.engine.version();
+                    if saved_version != Some(version) {
+                        match self.save_snapshot().await {
+                            Ok(()) => saved_version = Some(version),
+                            Err(e) => tracing::warn!("could not save the engine state: {e:#}"),
+                        }
+                    }
+                }
+                _ = &mut stop => return,
+            }
         }
+    }
+
+    async fn apply_retention(&self) {
+        let Some(keep) = self.config.retention else {
+            return;
+        };
         let cutoff = Timestamp::from_millis(Timestamp::now().millis() - keep.as_millis() as i64)
             .unwrap_or_else(|| Timestamp::from_millis(0).expect("0 is a valid timestamp"));
-        match store.delete_before(cutoff).await {
+        match self.store.delete_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(deleted = n, "retention removed events older than {cutoff}");
-                if let Err(e) = rebuild(store.clone(), engine.clone(), config).await {
+                if let Err(e) = self.rebuild().await {
                     tracing::error!("could not rebuild the engine after retention: {e:#}");
                 }
             }
             Err(e) => tracing::error!("retention failed: {e}"),
         }
     }
-}
 
-/// Rebuilds the engine from the store without missing or doubling events
-/// committed meanwhile (the engine skips sequence numbers it has seen).
-async fn rebuild(
-    store: Arc<dyn Store>,
-    live: Arc<LiveEngine>,
-    config: EngineConfig,
-) -> anyhow::Result<()> {
-    let scan_store = store.clone();
-    let (mut fresh, _) =
-        tokio::task::spawn_blocking(move || build_engine(&*scan_store, config)).await??;
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut engine = live.lock();
-        let now = Timestamp::now();
-        store.scan(fresh.last_seq(), &mut |first, events| {
-            fresh.apply_committed(first, events, now)
-        })?;
-        *engine = fresh;
-        Ok(())
-    })
-    .await?
+    /// Rebuilds the engine from the store without missing or doubling events
+    /// committed meanwhile (the engine skips sequence numbers it has seen).
+    async fn rebuild(&self) -> anyhow::Result<()> {
+        let (store, live, config) = (self.store.clone(), self.engine.clone(), self.config.engine);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut fresh = Engine::new(config);
+            let now = Timestamp::now();
+            store.scan(0, &mut |first, events| {
+                fresh.apply_committed(first, events, now)
+            })?;
+            let mut engine = live.lock();
+            store.scan(fresh.last_seq(), &mut |first, events| {
+                fresh.apply_committed(first, events, now)
+            })?;
+            *engine = fresh;
+            Ok(())
+        })
+        .await??;
+        self.save_snapshot().await
+    }
+
+    async fn save_snapshot(&self) -> anyhow::Result<()> {
+        let (store, live, dir) = (
+            self.store.clone(),
+            self.engine.clone(),
+            self.config.data_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mark = store.mark()?;
+            let bytes = live.lock().to_snapshot();
+            snapshot::save(&dir, &bytes, mark)?;
+            Ok(())
+        })
+        .await?
+    }
 }

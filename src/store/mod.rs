@@ -26,6 +26,15 @@ pub enum StoreError {
     Open { path: String, reason: String },
 }
 
+/// Changes whenever stored events change other than by appending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMark {
+    /// Events ever deleted (by retention).
+    pub deleted: u64,
+    /// The largest sequence number stored, 0 when empty.
+    pub max_seq: u64,
+}
+
 /// An event as stored, with its sequence number.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent {
@@ -54,6 +63,10 @@ pub trait Store: Send + Sync + 'static {
     /// Calls `sink` with every stored event after `after_seq`, in commit
     /// order, a chunk at a time. Blocking: meant for start-up and rebuilds.
     fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError>;
+
+    /// Where the store stands: lets a saved engine state tell whether it
+    /// still describes what is stored. Blocking.
+    fn mark(&self) -> Result<StoreMark, StoreError>;
 
     /// Deletes events whose timestamp is before `cutoff`; returns how many.
     async fn delete_before(&self, cutoff: Timestamp) -> Result<u64, StoreError>;

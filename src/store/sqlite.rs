@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, StoredEvent};
+use super::{Store, StoreError, StoreMark, StoredEvent};
 use crate::event::{Event, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
 
@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS events (
     vals   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_type ON events(type, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 
 enum Command {
@@ -236,6 +240,30 @@ impl Store for SqliteStore {
         }
     }
 
+    fn mark(&self) -> Result<StoreMark, StoreError> {
+        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
+        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+        let deleted: i64 = conn
+            .query_row(
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'deleted'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(read)?;
+        // The AUTOINCREMENT counter survives deleting the newest rows, unlike max(seq).
+        let max_seq: i64 = conn
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(read)?;
+        Ok(StoreMark {
+            deleted: deleted as u64,
+            max_seq: max_seq as u64,
+        })
+    }
+
     async fn delete_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
@@ -358,14 +386,23 @@ impl Writer {
         Ok(first.unwrap_or(0) as u64)
     }
 
+    /// Deletes one chunk and counts it in `meta`, in one transaction.
     fn delete_chunk(&mut self, cutoff: i64) -> Result<u64, StoreError> {
-        let deleted = self
-            .conn
+        let write = |e: rusqlite::Error| StoreError::Write(describe(&e));
+        let tx = self.conn.transaction().map_err(write)?;
+        let deleted = tx
             .execute(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ?1 LIMIT ?2)",
                 params![cutoff, DELETE_CHUNK as i64],
             )
-            .map_err(|e| StoreError::Write(describe(&e)))?;
+            .map_err(write)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('deleted', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            params![deleted as i64],
+        )
+        .map_err(write)?;
+        tx.commit().map_err(write)?;
         Ok(deleted as u64)
     }
 }

@@ -17,6 +17,8 @@ pub struct TestServer {
     pub url: String,
     pub dir: TempDir,
     pub http: reqwest::Client,
+    /// The log line saying where it listens and how it loaded its state.
+    pub startup_line: String,
 }
 
 impl TestServer {
@@ -56,12 +58,12 @@ impl TestServer {
                         .take_while(|c| *c != ',' && !c.is_whitespace())
                         .collect();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(url);
+                        let _ = tx.send((url, line.clone()));
                     }
                 }
             }
         });
-        let url = rx
+        let (url, startup_line) = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("the server says where it listens within 20 s");
         let http = reqwest::Client::builder()
@@ -73,6 +75,7 @@ impl TestServer {
             url,
             dir,
             http,
+            startup_line,
         }
     }
 

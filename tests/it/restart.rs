@@ -40,9 +40,44 @@ async fn metrics_after_a_restart_equal_metrics_before() {
     assert_eq!(before["totalEvents"], 1000);
     let dir = server.stop();
 
+    // A clean stop saves the engine's state: the restart reads no events.
     let server = TestServer::start_in(dir, &[]).await;
+    assert!(
+        server.startup_line.contains("saved state + 0 newer events"),
+        "{}",
+        server.startup_line
+    );
     let after = server.metrics("").await;
     assert_eq!(stable(&after), stable(&before));
+
+    // After kill -9 the saved state is stale: the events after it are read again.
+    let (status, _) = server.ingest(&events(300, 1000)).await;
+    assert_eq!(status, StatusCode::OK);
+    let before = server.metrics("").await;
+    let server = TestServer::start_in(server.kill9(), &[]).await;
+    assert!(
+        server
+            .startup_line
+            .contains("saved state + 300 newer events"),
+        "{}",
+        server.startup_line
+    );
+    assert_eq!(stable(&server.metrics("").await), stable(&before));
+
+    // A state that does not match the store is ignored, never trusted.
+    let dir = server.stop();
+    std::fs::write(
+        dir.path().join("engine.snapshot"),
+        b"\0\0\0\0\0\0\0\0garbage",
+    )
+    .unwrap();
+    let server = TestServer::start_in(dir, &[]).await;
+    assert!(
+        server.startup_line.contains("1300 events read"),
+        "{}",
+        server.startup_line
+    );
+    assert_eq!(stable(&server.metrics("").await), stable(&before));
 }
 
 #[tokio::test]
