@@ -494,7 +494,15 @@ pub fn parse_body(
 ) -> Result<Parsed, BodyError> {
     match format {
         BodyFormat::Json => parse_json_body(body, limits, now),
-        BodyFormat::Ndjson => Ok(parse_ndjson_body(body, limits, now)),
+        BodyFormat::Ndjson => {
+            let parsed = parse_ndjson_body(body, limits, now);
+            if parsed.events.is_empty() && parsed.rejected.is_empty() {
+                return Err(BodyError(
+                    "the body holds no events; send one JSON event per line".into(),
+                ));
+            }
+            Ok(parsed)
+        }
     }
 }
 
@@ -508,6 +516,9 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
         Some(b'[') => {
             let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
                 .map_err(|e| BodyError(format!("the body is not a JSON array of events: {e}")))?;
+            if items.is_empty() {
+                return Err(BodyError("the array holds no events".into()));
+            }
             parsed.events.reserve(items.len());
             for (index, item) in items.into_iter().enumerate() {
                 match parse_event_str(item.get(), limits, now) {
@@ -752,5 +763,65 @@ mod tests {
         let err = parse_body(b"[{\"type\":\"a\"}", BodyFormat::Json, &l, Timestamp(0)).unwrap_err();
         assert!(err.0.contains("line 1 column 13"), "{err}");
         assert!(parse_body(b"  ", BodyFormat::Json, &l, Timestamp(0)).is_err());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Json> {
+            let leaf = prop_oneof![
+                Just(Json::Null),
+                any::<bool>().prop_map(Json::Bool),
+                any::<f64>()
+                    .prop_map(|x| serde_json::Number::from_f64(x).map_or(Json::Null, Json::Number)),
+                any::<i64>().prop_map(|x| Json::Number(x.into())),
+                ".{0,20}".prop_map(Json::String),
+            ];
+            leaf.prop_recursive(6, 64, 8, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..8).prop_map(Json::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_string()),
+                            Just("values".to_string()),
+                            Just("timestamp".to_string()),
+                            Just("source".to_string()),
+                            ".{0,8}"
+                        ],
+                        inner,
+                        0..8
+                    )
+                    .prop_map(|m| Json::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let limits = Limits::default();
+                let _ = parse_body(&bytes, BodyFormat::Json, &limits, Timestamp(0));
+                let _ = parse_body(&bytes, BodyFormat::Ndjson, &limits, Timestamp(0));
+            }
+
+            #[test]
+            fn accepted_events_are_valid(value in json_value()) {
+                let limits = Limits::default();
+                if let Ok(event) = parse_event(value, &limits, Timestamp(0)) {
+                    let kind = event.kind.as_str();
+                    prop_assert!(!kind.is_empty() && kind.len() <= limits.max_type_len);
+                    prop_assert!(kind.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)));
+                    prop_assert!(event.values.len() <= limits.max_fields);
+                    prop_assert!(event.values.windows(2).all(|w| w[0].0 < w[1].0), "sorted and unique");
+                    prop_assert!(event.measures().all(|(_, x)| x.is_finite()));
+                    // What is stored reads back as the same event.
+                    let back = Event::from_stored(event.timestamp.millis(), kind, &event.source, &event.values_json());
+                    prop_assert_eq!(back, Ok(event));
+                }
+            }
+        }
     }
 }

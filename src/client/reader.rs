@@ -311,4 +311,27 @@ mod tests {
         assert_eq!(Format::from_path(path), Format::Jsonl);
         assert_eq!(read_all(path, Format::Jsonl).len(), 2);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_files_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024), csv_header in proptest::prelude::any::<bool>()) {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            if csv_header {
+                f.write_all(b"timestamp,source,type,values,x\n").unwrap();
+            }
+            f.write_all(&bytes).unwrap();
+            let path = f.path().to_str().unwrap();
+            for format in [Format::Jsonl, Format::Csv] {
+                if let Ok(mut reader) = EventReader::open(path, format) {
+                    let mut last_line = 0;
+                    while let Ok(Some(record)) = reader.next_record() {
+                        proptest::prop_assert!(record.line >= last_line, "line numbers never go back");
+                        last_line = record.line;
+                    }
+                }
+            }
+        }
+    }
 }

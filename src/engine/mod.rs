@@ -127,8 +127,9 @@ impl Engine {
             untracked: 0,
             types: BTreeMap::new(),
             names: Names::default(),
-            seconds: Ring::new(SECOND, 15 * 60),
-            minutes: Ring::new(MINUTE, 24 * 60),
+            // One slot more than the span, for the partial slot at the window's start.
+            seconds: Ring::new(SECOND, 15 * 60 + 1),
+            minutes: Ring::new(MINUTE, 24 * 60 + 1),
             minute_summaries: Ring::new(MINUTE, 61),
             hour_summaries: Ring::new(HOUR, 25),
             version: 0,
@@ -377,7 +378,7 @@ impl Engine {
         now: i64,
         keep: impl Fn(&EventType, &SeriesPoint) -> bool,
     ) -> TimeSeries {
-        let ring = if step < MINUTE && window <= self.seconds.span_ms() {
+        let ring = if step < MINUTE && window <= 15 * MINUTE {
             &self.seconds
         } else {
             &self.minutes
@@ -671,5 +672,7 @@ pub struct FieldSeries {
     pub points: Vec<(i64, Basic)>,
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

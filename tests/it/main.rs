@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod hostile;
 mod ingest;
 mod metrics;
 mod restart;

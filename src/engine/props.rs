@@ -1,0 +1,96 @@
+//! Property tests: for any sequence of valid events, the engine's totals
+//! equal counts computed directly from the events.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::event::{Limits, parse_event};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn event_strategy() -> impl Strategy<Value = Event> {
+    (
+        prop::sample::select(vec!["a", "b", "c.d", "e-f"]),
+        // From 30 hours ago to 30 s ahead: some in windows, some not.
+        -30 * HOUR..30 * SECOND,
+        prop::option::of(-1e6f64..1e6),
+        prop::option::of(0u32..1000),
+        prop::option::of(prop::sample::select(vec!["x", "y", "z", "w"])),
+    )
+        .prop_map(|(kind, offset, m1, m2, dim)| {
+            let mut values = serde_json::Map::new();
+            if let Some(m) = m1 {
+                values.insert("m1".into(), json!(m));
+            }
+            if let Some(m) = m2 {
+                values.insert("m2".into(), json!(m));
+            }
+            if let Some(d) = dim {
+                values.insert("dim".into(), json!(d));
+            }
+            let doc = json!({"type": kind, "timestamp": NOW + offset, "values": values});
+            parse_event(
+                doc,
+                &Limits::default(),
+                Timestamp::from_millis(NOW).unwrap(),
+            )
+            .unwrap()
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn totals_equal_direct_counts(events in prop::collection::vec(event_strategy(), 0..300), split in 0usize..300) {
+        let mut engine = Engine::default();
+        let now = Timestamp::from_millis(NOW).unwrap();
+        // Applied in two batches, like two commits.
+        let split = split.min(events.len());
+        engine.apply_committed(1, &events[..split], now);
+        engine.apply_committed(split as u64 + 1, &events[split..], now);
+
+        let snapshot = engine.query(&Query::default(), now);
+        prop_assert_eq!(snapshot.total_events, events.len() as u64);
+        let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+        for e in &events {
+            *by_type.entry(e.kind.to_string()).or_default() += 1;
+        }
+        prop_assert_eq!(&snapshot.events_by_type, &by_type);
+        for t in &snapshot.types {
+            for m in &t.measures {
+                let values: Vec<f64> = events.iter()
+                    .filter(|e| e.kind.as_str() == t.name)
+                    .filter_map(|e| e.measures().find(|(n, _)| *n == m.name).map(|(_, x)| x))
+                    .collect();
+                prop_assert_eq!(m.count, values.len() as u64);
+                let sum: f64 = values.iter().sum();
+                prop_assert!((m.sum - sum).abs() <= 1e-6 * sum.abs().max(1.0));
+                prop_assert_eq!(m.min, values.iter().copied().fold(f64::INFINITY, f64::min));
+                prop_assert_eq!(m.max, values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+            }
+        }
+
+        // Windows count exactly the events whose timestamp falls inside them.
+        for window in [5 * MINUTE, HOUR, 24 * HOUR] {
+            let q = Query { window_ms: Some(window), ..Query::default() };
+            let inside = events.iter().filter(|e| {
+                let ts = e.timestamp.millis();
+                ts > NOW - window && ts <= NOW
+            }).count() as u64;
+            let resolution = if window <= 15 * MINUTE { SECOND } else { MINUTE };
+            // The oldest slot may be partly inside the window, and the newest
+            // slot also holds events from later in its own period.
+            let slot_end = (NOW / resolution + 1) * resolution;
+            let edge = events.iter().filter(|e| {
+                let ts = e.timestamp.millis();
+                (ts <= NOW - window && ts > NOW - window - resolution) || (ts > NOW && ts < slot_end)
+            }).count() as u64;
+            let counted = engine.query(&q, now).window_events.unwrap_or(0);
+            prop_assert!(counted >= inside && counted <= inside + edge, "window {}: {} vs {}..={}", window, counted, inside, inside + edge);
+        }
+    }
+}
