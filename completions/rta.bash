@@ -383,7 +383,7 @@ _rta() {
             return 0
             ;;
         rta__subcmd__serve)
-            opts="-h -V --addr --data-dir --retention --token --max-body --push-interval --max-type-len --max-source-len --max-field-name-len --max-string-len --max-fields --help --version"
+            opts="-h -V --addr --data-dir --retention --token --read-token --cors-origin --max-connections --request-timeout --idle-timeout --max-body --push-interval --max-type-len --max-source-len --max-field-name-len --max-string-len --max-fields --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,6 +402,26 @@ _rta() {
                     return 0
                     ;;
                 --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --read-token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cors-origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -36,6 +36,11 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l addr -d 'Address to li
 complete -c rta -n "__fish_rta_using_subcommand serve" -l data-dir -d 'Directory holding the event database (created if missing)' -r -F
 complete -c rta -n "__fish_rta_using_subcommand serve" -l retention -d 'Delete events older than this, such as 7d or 12h (default: keep everything)' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l token -d 'Require `Authorization: Bearer TOKEN` on ingest' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l read-token -d 'Require this token (or the --token one) to read metrics, events and the WebSocket. The dashboard asks for it and keeps it in the browser' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l cors-origin -d 'Let pages from this origin call the API (CORS) and open the WebSocket, such as https://intranet.example.com. Repeat for several. Off by default' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l max-connections -d 'Open connections at most; further ones wait until one closes' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l request-timeout -d 'Close a connection whose request does not arrive in full this long after its first byte' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l idle-timeout -d 'Close connections with no traffic for this long' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-body -d 'Largest request body accepted, after decompression, such as 16MiB' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l push-interval -d 'How often WebSocket clients get updates at most, such as 250ms' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-type-len -d 'Longest event type name' -r

@@ -224,6 +224,43 @@ pub struct ServeArgs {
     #[arg(long, env = "RTA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// Require this token (or the --token one) to read metrics, events and the WebSocket.
+    /// The dashboard asks for it and keeps it in the browser.
+    #[arg(
+        long,
+        env = "RTA_READ_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub read_token: Option<String>,
+
+    /// Let pages from this origin call the API (CORS) and open the WebSocket, such as
+    /// https://intranet.example.com. Repeat for several. Off by default.
+    #[arg(
+        long = "cors-origin",
+        env = "RTA_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Open connections at most; further ones wait until one closes.
+    #[arg(
+        long,
+        env = "RTA_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Close a connection whose request does not arrive in full this long after its first byte.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_timeout: Duration,
+
+    /// Close connections with no traffic for this long.
+    #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+
     /// Largest request body accepted, after decompression, such as 16MiB.
     #[arg(long, env = "RTA_MAX_BODY", default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_body: usize,

@@ -9,6 +9,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.retention = args.retention;
     config.token = args.token.filter(|t| !t.is_empty());
     config.max_body_bytes = args.max_body;
+    config.read_token = args.read_token.filter(|t| !t.is_empty());
+    config.cors_origins = args.cors_origins;
+    config.max_connections = args.max_connections.max(1);
+    config.request_timeout = args
+        .request_timeout
+        .max(std::time::Duration::from_millis(100));
+    config.idle_timeout = args.idle_timeout.max(std::time::Duration::from_millis(100));
     config.push_interval = args.push_interval.max(std::time::Duration::from_millis(10));
     config.limits = Limits {
         max_type_len: args.limits.max_type_len,

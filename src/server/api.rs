@@ -11,7 +11,6 @@ use poem_openapi::types::Type;
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, Tags,
 };
-use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
@@ -68,8 +67,11 @@ impl Api {
     /// `recentValues` and `timeSeriesData` keep the fields of the original
     /// service; `types` holds the rest.
     #[oai(path = "/api/metrics", method = "get", tag = "ApiTags::Metrics")]
+    // One argument per documented query parameter.
+    #[allow(clippy::too_many_arguments)]
     async fn metrics(
         &self,
+        req: &Request,
         /// Only this event type.
         #[oai(name = "type")]
         kind: Query<Option<String>>,
@@ -84,6 +86,12 @@ impl Api {
         /// How many top values per dimension and groups to list (1-100, default 10).
         top: Query<Option<u32>>,
     ) -> MetricsResponse {
+        if let Err(denied) = self.state.access.can_read(req) {
+            return MetricsResponse::Unauthorized(Json(ApiError::new(
+                "unauthorized",
+                denied.message("reading metrics"),
+            )));
+        }
         let params = MetricsParams {
             kind: kind.0,
             window: window.0,
@@ -108,12 +116,19 @@ impl Api {
     #[oai(path = "/api/events", method = "get", tag = "ApiTags::Metrics")]
     async fn events(
         &self,
+        req: &Request,
         /// How many (1-1000, default 50).
         limit: Query<Option<u32>>,
         /// Only this event type.
         #[oai(name = "type")]
         kind: Query<Option<String>>,
     ) -> EventsResponse {
+        if let Err(denied) = self.state.access.can_read(req) {
+            return EventsResponse::Unauthorized(Json(ApiError::new(
+                "unauthorized",
+                denied.message("reading events"),
+            )));
+        }
         let limit = limit.0.unwrap_or(50);
         if !(1..=1000).contains(&limit) {
             return EventsResponse::BadRequest(Json(ApiError::new(
@@ -172,9 +187,10 @@ impl Api {
         body: IngestBody,
     ) -> Result<IngestReport, IngestError> {
         let state = &self.state;
-        if let Some(token) = &state.config.token {
-            authorize(req, token)?;
-        }
+        state
+            .access
+            .can_ingest(req)
+            .map_err(|d| IngestError::Unauthorized(d.message("ingest")))?;
         let format = body.format()?;
         let limit = state.config.max_body_bytes;
         if body.content_length.is_some_and(|n| n > limit as u64) {
@@ -208,24 +224,6 @@ impl Api {
             first_seq: Some(first_seq),
             rejected,
         })
-    }
-}
-
-fn authorize(req: &Request, token: &str) -> Result<(), IngestError> {
-    let given = req
-        .headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(IngestError::Unauthorized(
-            "send `Authorization: Bearer TOKEN`; this server requires a token",
-        ))?;
-    if bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())) {
-        Ok(())
-    } else {
-        Err(IngestError::Unauthorized(
-            "the bearer token is not the one this server was started with",
-        ))
     }
 }
 
@@ -266,7 +264,7 @@ async fn gunzip_limited(compressed: Vec<u8>, limit: usize) -> Result<Vec<u8>, In
 #[derive(Debug, Error)]
 enum IngestError {
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
     #[error(
         "Content-Type `{0}` is not supported; send application/json (one event or an array) or application/x-ndjson (one event per line)"
     )]
@@ -359,6 +357,9 @@ enum MetricsResponse {
     /// A parameter is invalid.
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
+    /// The server runs with `--read-token` and the request lacks it.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>),
 }
 
 #[derive(ApiResponse)]
@@ -368,6 +369,9 @@ enum EventsResponse {
     /// A parameter is invalid.
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
+    /// The server runs with `--read-token` and the request lacks it.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>),
     /// The store could not be read.
     #[oai(status = 503)]
     Unavailable(Json<ApiError>),

@@ -5,7 +5,9 @@
 //! The server takes its listener and its shutdown signal, so tests run it on
 //! port 0 and `main` decides how to stop it.
 
+mod access;
 mod api;
+mod guard;
 mod models;
 mod snapshot;
 mod web;
@@ -17,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use poem::listener::{Acceptor, TcpAcceptor};
-use poem::middleware::SetHeader;
+use poem::middleware::{Cors, SetHeader};
 use poem::web::websocket::WebSocket;
 use poem::web::{Data, Query};
-use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler};
+use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler};
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
 
@@ -45,6 +47,17 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// How often WebSocket clients get an update at most.
     pub push_interval: Duration,
+    /// Required (or the ingest token) to read metrics, events and the WebSocket.
+    pub read_token: Option<String>,
+    /// Browser origins allowed to call the API from other sites (CORS) and to
+    /// open the WebSocket; the server's own origin is always allowed.
+    pub cors_origins: Vec<String>,
+    /// Open connections at most; more wait until one closes.
+    pub max_connections: usize,
+    /// A request must arrive in full within this long of its first byte.
+    pub request_timeout: Duration,
+    /// Connections with no traffic for this long are closed.
+    pub idle_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -57,6 +70,11 @@ impl ServeConfig {
             limits: Limits::default(),
             engine: EngineConfig::default(),
             push_interval: Duration::from_millis(250),
+            read_token: None,
+            cors_origins: Vec::new(),
+            max_connections: 4096,
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -89,6 +107,7 @@ impl Subscriber for LiveEngine {
 
 pub struct AppState {
     pub config: ServeConfig,
+    pub access: access::Access,
     pub store: Arc<dyn Store>,
     pub engine: Arc<LiveEngine>,
 }
@@ -164,21 +183,27 @@ pub async fn run(
     };
     let maintenance_task = tokio::spawn(maintenance.clone().run(stopped()));
 
+    let acceptor =
+        guard::GuardedAcceptor::new(acceptor, config.max_connections, config.request_timeout);
+    let idle_timeout = config.idle_timeout;
     let state = Arc::new(AppState {
+        access: access::Access::new(&config),
         config,
         store: store.clone(),
         engine,
     });
     let app = routes(state, hub);
-    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
-        app,
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing requests and flushing writes");
-            let _ = stop_tx.send(true);
-        },
-        Some(Duration::from_secs(10)),
-    );
+    let server = Server::new_with_acceptor(acceptor)
+        .idle_timeout(idle_timeout)
+        .run_with_graceful_shutdown(
+            app,
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing requests and flushing writes");
+                let _ = stop_tx.send(true);
+            },
+            Some(Duration::from_secs(10)),
+        );
     let result = server.await;
     let _ = hub_task.await;
     let _ = maintenance_task.await;
@@ -193,8 +218,24 @@ pub async fn run(
 }
 
 fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
-    let api = OpenApiService::new(api::Api { state }, "rta", env!("CARGO_PKG_VERSION"))
-        .description(include_str!("api_description.md"));
+    // CORS is off unless origins are configured.
+    let cors_enabled = !state.config.cors_origins.is_empty();
+    let cors = state
+        .config
+        .cors_origins
+        .iter()
+        .fold(Cors::new(), |cors, origin| {
+            cors.allow_origin(origin.trim_end_matches('/'))
+        })
+        .allow_headers(["authorization", "content-type", "content-encoding"]);
+    let api = OpenApiService::new(
+        api::Api {
+            state: state.clone(),
+        },
+        "rta",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(include_str!("api_description.md"));
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
@@ -204,7 +245,16 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
         .at("/api/ws", get(ws_handler))
         .at("/assets/*path", get(web::asset))
         .data(hub)
+        .data(state)
         .with(SetHeader::new().overriding("X-Content-Type-Options", "nosniff"))
+        .with_if(cors_enabled, cors)
+        // Same-origin requests are not CORS requests, whatever Origin they carry.
+        .around(|ep, mut req| async move {
+            if access::same_origin(&req) {
+                req.headers_mut().remove(poem::http::header::ORIGIN);
+            }
+            ep.call(req).await
+        })
         .catch_all_error(|err: poem::Error| async move {
             let status = err.status();
             let body = serde_json::json!({
@@ -220,10 +270,32 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
 
 #[handler]
 fn ws_handler(
+    req: &poem::Request,
     ws: WebSocket,
     Query(params): Query<MetricsParams>,
     Data(hub): Data<&Arc<ws::Hub>>,
+    Data(state): Data<&Arc<AppState>>,
 ) -> Response {
+    let refuse = |status: poem::http::StatusCode, code: &str, message: String| {
+        Response::builder()
+            .status(status)
+            .content_type("application/json")
+            .body(serde_json::json!({"error": code, "message": message}).to_string())
+    };
+    if !state.access.origin_allowed(req) {
+        return refuse(
+            poem::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "this page's origin may not open the WebSocket; allow it with --cors-origin".into(),
+        );
+    }
+    if let Err(denied) = state.access.can_read(req) {
+        return refuse(
+            poem::http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            denied.message("reading metrics"),
+        );
+    }
     let query = match params.to_query() {
         Ok(q) => q,
         Err(message) => {

@@ -7,11 +7,14 @@ const MAX_DELAY = 10000;
 export class Live {
   /**
    * @param {(message: object) => void} onMessage called for every snapshot and update
-   * @param {(state: string, text: string) => void} onStatus connecting | connected | reconnecting | offline
+   * @param {(state: string, text: string) => void} onStatus connecting | connected | reconnecting | offline | locked
+   * @param {() => void} onUnauthorized the server wants a token we do not have
    */
-  constructor(onMessage, onStatus) {
+  constructor(onMessage, onStatus, onUnauthorized) {
     this.onMessage = onMessage;
     this.onStatus = onStatus;
+    this.onUnauthorized = onUnauthorized;
+    this.token = '';
     this.params = new URLSearchParams();
     this.delay = MIN_DELAY;
     this.failures = 0;
@@ -20,8 +23,10 @@ export class Live {
   }
 
   /** Connects with these query parameters (replacing any current connection). */
-  connect(params) {
+  connect(params, token = this.token) {
+    this.token = token;
     this.params = new URLSearchParams(params);
+    if (token) this.params.set('access_token', token);
     this.delay = MIN_DELAY;
     this.failures = 0;
     this.open();
@@ -37,7 +42,9 @@ export class Live {
     const socket = new WebSocket(`${scheme}://${location.host}/api/ws?${this.params}`);
     this.socket = socket;
     this.onStatus(this.failures ? 'reconnecting' : 'connecting', this.failures ? 'Reconnecting…' : 'Connecting…');
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
       this.delay = MIN_DELAY;
       this.failures = 0;
       this.onStatus('connected', 'Live');
@@ -51,7 +58,23 @@ export class Live {
       }
       this.onMessage(message);
     };
-    socket.onclose = () => this.retry();
+    socket.onclose = () => (opened ? this.retry() : this.diagnose());
+  }
+
+  /** The handshake failed: find out whether a token is missing before retrying. */
+  async diagnose() {
+    try {
+      const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
+      const response = await fetch('/api/metrics?top=1', { headers });
+      if (response.status === 401) {
+        this.onStatus('locked', 'Token needed');
+        this.onUnauthorized();
+        return;
+      }
+    } catch {
+      // The server is down: retry below.
+    }
+    this.retry();
   }
 
   retry() {

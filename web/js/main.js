@@ -69,6 +69,36 @@ const statusEl = $('status');
 const live = new Live(onMessage, (s, text) => {
   statusEl.dataset.state = s;
   statusEl.textContent = text;
+}, askForToken);
+
+// A token for a server started with --read-token: from the link
+// (#token=...), else from this browser's storage.
+const TOKEN_KEY = 'rta-token';
+function initialToken() {
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromLink) {
+    localStorage.setItem(TOKEN_KEY, fromLink);
+    history.replaceState(null, '', location.pathname + location.search);
+    return fromLink;
+  }
+  return localStorage.getItem(TOKEN_KEY) || '';
+}
+
+function askForToken() {
+  $('auth-error').hidden = !live.token;
+  $('auth').hidden = false;
+  $('empty').hidden = true;
+  document.body.classList.add('is-locked');
+  $('auth-token').focus();
+}
+
+$('auth-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const token = $('auth-token').value.trim();
+  localStorage.setItem(TOKEN_KEY, token);
+  $('auth').hidden = true;
+  document.body.classList.remove('is-locked');
+  live.connect({ window: state.window }, token);
 });
 
 function connect() {
@@ -213,4 +243,4 @@ function renderTiles(m) {
 }
 
 $('window-label').textContent = windowSelect.selectedOptions[0].textContent.toLowerCase();
-connect();
+live.connect({ window: state.window }, initialToken());

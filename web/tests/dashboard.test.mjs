@@ -184,3 +184,34 @@ test('reconnects and resyncs after the server restarts', async () => {
     await server.dispose();
   }
 });
+
+test('asks for the read token, and remembers it', async () => {
+  const server = await Server.start({ args: ['--read-token', 'letmein'] });
+  try {
+    await server.ingest(sales(4));
+    const { context, page, errors } = await open(server);
+    await page.waitForSelector('#auth:not([hidden])');
+    assert.equal(await page.isVisible('#panel-engineering'), false, 'no data without the token');
+    await page.fill('#auth-token', 'wrong');
+    await page.click('#auth-form button');
+    await page.waitForSelector('#auth-error:not([hidden])');
+    await page.fill('#auth-token', 'letmein');
+    await page.click('#auth-form button');
+    await waitForText(page, '#total-events', '4', 5000);
+    await page.reload();
+    await waitForText(page, '#total-events', '4', 5000);
+    assert.equal(await page.isVisible('#auth'), false, 'the token is remembered');
+    // A link can carry the token in its fragment, which never reaches the server.
+    const fresh = await browser.newContext();
+    const linked = await fresh.newPage();
+    await linked.goto(`${server.url}/#token=letmein`);
+    await waitForText(linked, '#total-events', '4', 5000);
+    assert.equal(new URL(linked.url()).hash, '', 'the token is taken out of the address bar');
+    await fresh.close();
+    // The browser itself reports the refused handshakes; nothing else may fail.
+    assert.deepEqual(errors.filter((e) => !e.includes('401') && !e.includes('Authentication failed')), []);
+    await context.close();
+  } finally {
+    await server.dispose();
+  }
+});

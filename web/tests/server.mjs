@@ -9,8 +9,8 @@ import { join, resolve } from 'node:path';
 export const BIN = process.env.RTA_BIN || resolve(import.meta.dirname, '../../target/debug/rta');
 
 export class Server {
-  static async start({ dir = mkdtempSync(join(tmpdir(), 'rta-web-')), addr = '127.0.0.1:0' } = {}) {
-    const child = spawn(BIN, ['serve', '--addr', addr, '--data-dir', dir], {
+  static async start({ dir = mkdtempSync(join(tmpdir(), 'rta-web-')), addr = '127.0.0.1:0', args = [] } = {}) {
+    const child = spawn(BIN, ['serve', '--addr', addr, '--data-dir', dir, ...args], {
       env: { ...process.env, RTA_LOG: 'info' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -39,10 +39,10 @@ export class Server {
     return this.url.replace('http://', '');
   }
 
-  async ingest(events) {
+  async ingest(events, token) {
     const response = await fetch(`${this.url}/api/ingest`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify(events),
     });
     if (!response.ok) throw new Error(`ingest answered ${response.status}: ${await response.text()}`);

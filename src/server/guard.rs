@@ -1,0 +1,137 @@
+//! Connection-level protection, below HTTP: a cap on open connections and a
+//! deadline for receiving each request, so neither a flood of connections
+//! nor a slowloris client that trickles its headers can exhaust the server.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use poem::http::uri::Scheme;
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+
+/// Accepts at most `max` connections at once; beyond that, new ones wait in
+/// the kernel's backlog until one closes.
+pub struct GuardedAcceptor<A> {
+    inner: A,
+    permits: Arc<Semaphore>,
+    request_timeout: Duration,
+}
+
+impl<A> GuardedAcceptor<A> {
+    pub fn new(inner: A, max_connections: usize, request_timeout: Duration) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+            request_timeout,
+        }
+    }
+}
+
+impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
+    type Io = GuardedStream<A::Io>;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("the connection limiter was closed"))?;
+        let (io, local, remote, scheme) = self.inner.accept().await?;
+        let stream = GuardedStream {
+            inner: io,
+            _permit: permit,
+            timeout: self.request_timeout,
+            deadline: None,
+        };
+        Ok((stream, local, remote, scheme))
+    }
+}
+
+/// A connection that must deliver each request within `timeout` of its
+/// first byte: the clock starts when the client sends something while no
+/// answer is pending, and stops when the server writes.
+pub struct GuardedStream<S> {
+    inner: S,
+    _permit: OwnedSemaphorePermit,
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request was not received in time",
+            )));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(())))
+            && buf.filled().len() > before
+            && self.deadline.is_none()
+        {
+            let mut deadline = Box::pin(tokio::time::sleep(self.timeout));
+            // Register the timer, so a client that goes silent is still caught.
+            let _ = deadline.as_mut().poll(cx);
+            self.deadline = Some(deadline);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.deadline = None;
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.deadline = None;
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

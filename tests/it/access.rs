@@ -1,0 +1,202 @@
+//! Access: tokens, origins, CORS, and connection-level limits.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::helpers::TestServer;
+
+fn addr(server: &TestServer) -> String {
+    server.url.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test]
+async fn a_read_token_protects_metrics_events_and_the_websocket() {
+    let server = TestServer::start_with(&["--token", "writer", "--read-token", "reader"]).await;
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = server.http.get(format!("{}{path}", server.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    for path in ["/api/metrics", "/api/events"] {
+        let response = get(path, None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("needs a token"),
+            "{body}"
+        );
+        assert_eq!(
+            get(path, Some("wrong")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            get(path, Some("reader")).await.unwrap().status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(path, Some("writer")).await.unwrap().status(),
+            StatusCode::OK,
+            "the ingest token reads too"
+        );
+    }
+    assert_eq!(
+        get("/api/metrics?access_token=reader", None)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The read token does not let anyone write.
+    let response = server
+        .http
+        .post(format!("{}/api/ingest", server.url))
+        .bearer_auth("reader")
+        .json(&json!({"type": "a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // The dashboard itself loads and asks for the token.
+    let (status, page) = server.get("/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("needs a token"));
+    assert!(connect_async(server.ws_url("")).await.is_err());
+    assert!(
+        connect_async(server.ws_url("?access_token=reader"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn the_websocket_checks_origin_and_cors_is_off_unless_configured() {
+    let server = TestServer::start_with(&["--cors-origin", "https://good.example"]).await;
+    let with_origin = |origin: &str| {
+        let mut request = server.ws_url("").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        connect_async(request)
+    };
+    assert!(
+        with_origin("https://evil.example").await.is_err(),
+        "a foreign page may not connect"
+    );
+    assert!(with_origin("https://good.example").await.is_ok());
+    let own = with_origin(&server.url).await;
+    assert!(
+        own.is_ok(),
+        "the dashboard's own origin may: {:?}",
+        own.err()
+    );
+    assert!(
+        connect_async(server.ws_url("")).await.is_ok(),
+        "clients without Origin (not browsers) may"
+    );
+
+    let preflight = |server: &TestServer, origin: &str| {
+        server
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/ingest", server.url),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let allowed = preflight(&server, "https://good.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
+    let refused = preflight(&server, "https://evil.example").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let plain = TestServer::start().await;
+    let response = preflight(&plain, "https://good.example").await.unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "CORS is off by default"
+    );
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off() {
+    let server = TestServer::start_with(&["--request-timeout", "1s"]).await;
+    let mut slow = TcpStream::connect(addr(&server)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"POST /api/ingest HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    // Trickle a header byte every 200 ms: always active, never finishing.
+    let mut closed = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(200));
+        if slow.write_all(b"X").is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 1];
+        slow.set_nonblocking(true).unwrap();
+        let read = slow.read(&mut buf);
+        slow.set_nonblocking(false).unwrap();
+        if matches!(read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the server closed the trickling connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "within the timeout, not the trickle's end"
+    );
+    // Honest clients are not affected.
+    assert_eq!(server.get("/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_are_capped() {
+    let server = TestServer::start_with(&["--max-connections", "3"]).await;
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(addr(&server)).unwrap())
+        .collect();
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let url = format!("{}/healthz", server.url);
+    assert!(
+        quick.get(&url).send().await.is_err(),
+        "a fourth connection waits while three are open"
+    );
+    drop(idle);
+    let fresh = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    assert_eq!(
+        fresh.get(&url).send().await.unwrap().status(),
+        StatusCode::OK,
+        "served once one closes"
+    );
+}
