@@ -6,6 +6,7 @@ mod helpers;
 
 mod access;
 mod cli;
+mod faults;
 mod hostile;
 mod ingest;
 mod metrics;
