@@ -79,6 +79,17 @@ impl TestServer {
         }
     }
 
+    /// The server's resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc is readable");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     pub fn ws_url(&self, query: &str) -> String {
         format!("{}/api/ws{query}", self.url.replacen("http", "ws", 1))
     }

@@ -92,3 +92,60 @@ async fn a_view_filters_by_type_and_window() {
         "an invalid view is refused before the upgrade"
     );
 }
+
+#[tokio::test]
+async fn stuck_and_idle_clients_do_not_hold_up_ingest_or_memory() {
+    let server = TestServer::start().await;
+    // A client that never reads a byte.
+    let (stuck, _) = connect_async(server.ws_url("?window=24h")).await.unwrap();
+    // A thousand quiet dashboards, each reading what it is sent.
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        let (mut ws, _) = connect_async(server.ws_url(""))
+            .await
+            .expect("1000 clients connect");
+        idle.push(tokio::spawn(async move {
+            // Read everything, look only for the final state (parsing every
+            // message in a thousand clients would measure the test, not the server).
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(text) = msg
+                    && text.contains("\"totalEvents\":20000")
+                {
+                    return 20_000;
+                }
+            }
+            0
+        }));
+    }
+    let rss_before = server.rss_kib();
+
+    for i in 0..200 {
+        let batch: Vec<Value> = (0..100)
+            .map(|j| json!({"type": "load", "values": {"v": i * 100 + j, "k": format!("k{j}")}}))
+            .collect();
+        let started = std::time::Instant::now();
+        let (status, _) = server.ingest(&Value::Array(batch)).await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "ingest keeps going"
+        );
+    }
+
+    // A new client gets the current state at once, and every idle one caught up.
+    let (mut fresh, _) = connect_async(server.ws_url("")).await.unwrap();
+    assert_eq!(
+        next_json(&mut fresh).await["metrics"]["totalEvents"],
+        20_000
+    );
+    for client in idle {
+        let total = tokio::time::timeout(Duration::from_secs(20), client)
+            .await
+            .expect("idle clients are served")
+            .unwrap();
+        assert_eq!(total, 20_000);
+    }
+    let grown_mib = server.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 64, "memory grew by {grown_mib} MiB");
+    drop(stuck);
+}
