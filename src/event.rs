@@ -463,7 +463,7 @@ pub enum BodyFormat {
 }
 
 /// One event of a body that was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rejection {
     /// 0-based position of the event in the body.
     pub index: usize,

@@ -102,14 +102,17 @@ impl Client {
     }
 
     /// Sends an NDJSON body to `/api/ingest`. A 422 (every event invalid) is
-    /// a report, not an error.
+    /// a report, not an error. The request carries an idempotency key, so a
+    /// retry after a lost answer never stores the events twice.
     pub async fn ingest_ndjson(&self, body: Vec<u8>) -> Result<IngestReport, ClientError> {
         let url = format!("{}/api/ingest", self.base);
+        let key = format!("{:032x}", rand::random::<u128>());
         let response = self
             .send_with_retry(&url, || {
                 self.http
                     .post(&url)
                     .header("content-type", "application/x-ndjson")
+                    .header("idempotency-key", &key)
                     .body(body.clone())
             })
             .await?;
@@ -137,6 +140,9 @@ impl Client {
         })
     }
 
+    /// Sends, retrying failures in transit, 429 and 503 with backoff. Every
+    /// request this client makes is idempotent (GETs, and ingests with a
+    /// key), so a retry never stores anything twice.
     async fn send_with_retry(
         &self,
         url: &str,
@@ -152,15 +158,13 @@ impl Client {
             let retry_reason = match request.send().await {
                 Ok(r) if retryable(r.status().as_u16()) => format!("status {}", r.status()),
                 Ok(r) => return Ok(r),
-                // Only failures where the request cannot have been processed
-                // are retried, so a retry never stores events twice.
-                Err(e) if e.is_connect() => describe(&e),
-                Err(e) => {
-                    return Err(ClientError::Unreachable {
+                Err(e) if e.is_builder() => {
+                    return Err(ClientError::Protocol {
                         url: url.to_string(),
                         reason: describe(&e),
                     });
                 }
+                Err(e) => describe(&e),
             };
             if started.elapsed() + delay > self.retry_for {
                 return Err(ClientError::Unreachable {

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use poem::{Body, Request, RequestBody};
-use poem_openapi::param::Query;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
@@ -18,7 +18,7 @@ use super::AppState;
 use super::models::{ApiError, EventOut, EventsIn, IngestReport, Metrics};
 use crate::engine;
 use crate::event::{self, BodyError, BodyFormat, EventType, Timestamp};
-use crate::store::StoreError;
+use crate::store::{Appended, IdempotencyKey, StoreError};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -47,17 +47,35 @@ impl Api {
     /// rejected one with its index (and line, for NDJSON). The answer comes
     /// only once the events are durable. When the server runs with `--token`,
     /// send `Authorization: Bearer TOKEN`.
+    ///
+    /// Send an `Idempotency-Key` to make retries safe: a request whose key was
+    /// stored in the last hour is not stored again; the first answer is
+    /// returned, with `"replayed": true`.
     #[oai(path = "/api/ingest", method = "post", tag = "ApiTags::Ingest")]
-    async fn ingest(&self, req: &Request, body: IngestBody) -> IngestResponse {
-        self.handle_ingest(req, body).await
+    async fn ingest(
+        &self,
+        req: &Request,
+        body: IngestBody,
+        /// A unique name for this request (1-128 printable ASCII characters), such as a UUID.
+        #[oai(name = "Idempotency-Key")]
+        key: Header<Option<String>>,
+    ) -> IngestResponse {
+        self.handle_ingest(req, body, key.0).await
     }
 
     /// Send a batch of events
     ///
     /// The same as `POST /api/ingest`, at the path older clients use for arrays.
     #[oai(path = "/api/ingest/batch", method = "post", tag = "ApiTags::Ingest")]
-    async fn ingest_batch(&self, req: &Request, body: IngestBody) -> IngestResponse {
-        self.handle_ingest(req, body).await
+    async fn ingest_batch(
+        &self,
+        req: &Request,
+        body: IngestBody,
+        /// As for `POST /api/ingest`.
+        #[oai(name = "Idempotency-Key")]
+        key: Header<Option<String>>,
+    ) -> IngestResponse {
+        self.handle_ingest(req, body, key.0).await
     }
 
     /// Read the metrics
@@ -174,8 +192,13 @@ impl Api {
 }
 
 impl Api {
-    async fn handle_ingest(&self, req: &Request, body: IngestBody) -> IngestResponse {
-        match self.ingest_inner(req, body).await {
+    async fn handle_ingest(
+        &self,
+        req: &Request,
+        body: IngestBody,
+        key: Option<String>,
+    ) -> IngestResponse {
+        match self.ingest_inner(req, body, key).await {
             Ok(report) => IngestResponse::Ok(Json(report)),
             Err(e) => e.into(),
         }
@@ -185,8 +208,10 @@ impl Api {
         &self,
         req: &Request,
         body: IngestBody,
+        key: Option<String>,
     ) -> Result<IngestReport, IngestError> {
         let state = &self.state;
+        let key = key.map(check_key).transpose()?;
         state
             .access
             .can_ingest(req)
@@ -209,21 +234,53 @@ impl Api {
         } else {
             event::parse_body(&bytes, format, &limits, now)
         }?;
-        let rejected: Vec<_> = parsed.rejected.into_iter().map(Into::into).collect();
         if parsed.events.is_empty() {
             return Err(IngestError::NothingValid(IngestReport {
                 accepted: 0,
                 first_seq: None,
-                rejected,
+                rejected: parsed.rejected.into_iter().map(Into::into).collect(),
+                replayed: None,
             }));
         }
+        let key = key.map(|key| IdempotencyKey {
+            key,
+            // Kept with the key, so a replayed answer lists the same rejections.
+            note: serde_json::to_string(&parsed.rejected).unwrap_or_default(),
+        });
         let accepted = parsed.events.len() as u64;
-        let first_seq = state.store.append(parsed.events).await?;
-        Ok(IngestReport {
-            accepted,
-            first_seq: Some(first_seq),
-            rejected,
-        })
+        let report = match state.store.append(parsed.events, key).await? {
+            Appended::Stored { first_seq } => IngestReport {
+                accepted,
+                first_seq: Some(first_seq),
+                rejected: parsed.rejected.into_iter().map(Into::into).collect(),
+                replayed: None,
+            },
+            Appended::AlreadyStored {
+                first_seq,
+                accepted,
+                note,
+            } => IngestReport {
+                accepted,
+                first_seq: Some(first_seq),
+                rejected: serde_json::from_str::<Vec<event::Rejection>>(&note)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                replayed: Some(true),
+            },
+        };
+        Ok(report)
+    }
+}
+
+fn check_key(key: String) -> Result<String, IngestError> {
+    if (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(key)
+    } else {
+        Err(IngestError::BadBody(
+            "Idempotency-Key must be 1 to 128 printable ASCII characters, such as a UUID".into(),
+        ))
     }
 }
 

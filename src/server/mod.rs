@@ -320,6 +320,11 @@ struct Maintenance {
     config: ServeConfig,
 }
 
+/// How long an idempotency key protects against a repeated request.
+const KEYS_KEPT: Duration = Duration::from_secs(3600);
+/// How often older keys are forgotten.
+const KEYS_PRUNE_EVERY: Duration = Duration::from_secs(300);
+
 /// How often the engine's state is saved when it changed.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 
@@ -332,6 +337,7 @@ impl Maintenance {
         let mut retention_tick =
             tokio::time::interval(retention_every.unwrap_or(Duration::from_secs(3600)));
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
+        let mut keys_tick = tokio::time::interval(KEYS_PRUNE_EVERY);
         snapshot_tick.tick().await;
         let mut saved_version = None;
         tokio::pin!(stop);
@@ -345,6 +351,13 @@ impl Maintenance {
                             Ok(()) => saved_version = Some(version),
                             Err(e) => tracing::warn!("could not save the engine state: {e:#}"),
                         }
+                    }
+                }
+                _ = keys_tick.tick() => {
+                    let cutoff = Timestamp::from_millis(Timestamp::now().millis() - KEYS_KEPT.as_millis() as i64)
+                        .unwrap_or_else(|| Timestamp::from_millis(0).expect("0 is a valid timestamp"));
+                    if let Err(e) = self.store.forget_keys_before(cutoff).await {
+                        tracing::warn!("could not forget old idempotency keys: {e}");
                     }
                 }
                 _ = &mut stop => return,

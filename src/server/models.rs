@@ -57,6 +57,9 @@ pub struct IngestReport {
     pub first_seq: Option<u64>,
     /// Every event that was not stored, and why.
     pub rejected: Vec<RejectedEvent>,
+    /// True when this answers a repeated `Idempotency-Key`: nothing new was stored.
+    #[oai(skip_serializing_if_is_none)]
+    pub replayed: Option<bool>,
 }
 
 impl Example for IngestReport {
@@ -71,6 +74,7 @@ impl Example for IngestReport {
                     "field `values.amount` is an array; values must be numbers, strings or booleans"
                         .into(),
             }],
+            replayed: None,
         }
     }
 }

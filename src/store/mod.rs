@@ -35,6 +35,27 @@ pub struct StoreMark {
     pub max_seq: u64,
 }
 
+/// A client's name for one request, so a retry of it is stored once.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// Returned with a replayed answer (the API keeps the rejections here).
+    pub note: String,
+}
+
+/// What `append` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The events are stored from `first_seq` on.
+    Stored { first_seq: u64 },
+    /// The key was seen before: nothing new was stored.
+    AlreadyStored {
+        first_seq: u64,
+        accepted: u64,
+        note: String,
+    },
+}
+
 /// An event as stored, with its sequence number.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent {
@@ -48,7 +69,16 @@ pub struct StoredEvent {
 pub trait Store: Send + Sync + 'static {
     /// Makes `events` durable, publishes them to the feed, then returns the
     /// sequence number of the first. Concurrent calls are committed together.
-    async fn append(&self, events: Vec<Event>) -> Result<u64, StoreError>;
+    /// With a key already stored, nothing is written and the first answer is
+    /// returned again, so a client may retry a request whose answer it lost.
+    async fn append(
+        &self,
+        events: Vec<Event>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Appended, StoreError>;
+
+    /// Forgets idempotency keys stored before `cutoff`; returns how many.
+    async fn forget_keys_before(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 
     /// The most recent events, newest first.
     async fn recent(

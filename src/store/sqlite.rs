@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, StoreMark, StoredEvent};
+use super::{Appended, IdempotencyKey, Store, StoreError, StoreMark, StoredEvent};
 use crate::event::{Event, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
 
@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS events (
     vals   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_type ON events(type, seq);
+CREATE TABLE IF NOT EXISTS batches (
+    key       TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    accepted  INTEGER NOT NULL,
+    note      TEXT NOT NULL,
+    created   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_age ON batches(created);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -42,15 +50,23 @@ CREATE TABLE IF NOT EXISTS meta (
 ";
 
 enum Command {
-    Append {
-        events: Vec<Event>,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
-    },
+    Append(PendingAppend),
     DeleteBefore {
         cutoff: i64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Forgets idempotency keys older than the cutoff (ms).
+    PruneKeys {
+        cutoff: i64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Close,
+}
+
+struct PendingAppend {
+    events: Vec<Event>,
+    key: Option<IdempotencyKey>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
 pub struct SqliteStore {
@@ -144,10 +160,26 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, Result<Event,
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append(&self, events: Vec<Event>) -> Result<u64, StoreError> {
+    async fn append(
+        &self,
+        events: Vec<Event>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Appended, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Append { events, reply })
+            .send(Command::Append(PendingAppend { events, key, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn forget_keys_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::PruneKeys {
+                cutoff: cutoff.millis(),
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -297,8 +329,6 @@ struct Writer {
     feed: Arc<Feed>,
 }
 
-type Pending = Vec<(Vec<Event>, oneshot::Sender<Result<u64, StoreError>>)>;
-
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut next = None;
@@ -311,15 +341,15 @@ impl Writer {
                 },
             };
             match command {
-                Command::Append { events, reply } => {
-                    let mut total = events.len();
-                    let mut pending: Pending = vec![(events, reply)];
+                Command::Append(first) => {
+                    let mut total = first.events.len();
+                    let mut pending = vec![first];
                     // Group commit: take every request already waiting.
                     while total < MAX_GROUP_EVENTS {
                         match rx.try_recv() {
-                            Ok(Command::Append { events, reply }) => {
-                                total += events.len();
-                                pending.push((events, reply));
+                            Ok(Command::Append(more)) => {
+                                total += more.events.len();
+                                pending.push(more);
                             }
                             Ok(other) => {
                                 next = Some(other);
@@ -333,57 +363,107 @@ impl Writer {
                 Command::DeleteBefore { cutoff, reply } => {
                     let _ = reply.send(self.delete_chunk(cutoff));
                 }
+                Command::PruneKeys { cutoff, reply } => {
+                    let pruned = self
+                        .conn
+                        .execute("DELETE FROM batches WHERE created < ?1", params![cutoff])
+                        .map(|n| n as u64)
+                        .map_err(|e| StoreError::Write(describe(&e)));
+                    let _ = reply.send(pruned);
+                }
                 Command::Close => return,
             }
         }
     }
 
-    fn commit(&mut self, pending: Pending) {
+    fn commit(&mut self, pending: Vec<PendingAppend>) {
         match self.insert(&pending) {
-            Ok(first_seq) => {
-                let mut events = Vec::with_capacity(pending.iter().map(|(e, _)| e.len()).sum());
+            Ok(outcomes) => {
+                let first_seq = outcomes.iter().find_map(|o| match o {
+                    Appended::Stored { first_seq } => Some(*first_seq),
+                    Appended::AlreadyStored { .. } => None,
+                });
+                let mut events = Vec::new();
                 let mut replies = Vec::with_capacity(pending.len());
-                let mut seq = first_seq;
-                for (batch, reply) in pending {
-                    replies.push((seq, reply));
-                    seq += batch.len() as u64;
-                    events.extend(batch);
+                for (request, outcome) in pending.into_iter().zip(outcomes) {
+                    if matches!(outcome, Appended::Stored { .. }) {
+                        events.extend(request.events);
+                    }
+                    replies.push((request.reply, outcome));
                 }
-                self.feed.publish(&CommittedBatch { first_seq, events });
-                for (seq, reply) in replies {
-                    let _ = reply.send(Ok(seq));
+                if let Some(first_seq) = first_seq {
+                    self.feed.publish(&CommittedBatch { first_seq, events });
+                }
+                for (reply, outcome) in replies {
+                    let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 let reason = describe(&e);
                 tracing::error!(%reason, "a write failed; nothing of it was acknowledged");
-                for (_, reply) in pending {
-                    let _ = reply.send(Err(StoreError::Write(reason.clone())));
+                for request in pending {
+                    let _ = request.reply.send(Err(StoreError::Write(reason.clone())));
                 }
             }
         }
     }
 
-    /// Inserts every pending event in one transaction; returns the first seq.
-    fn insert(&mut self, pending: &Pending) -> rusqlite::Result<u64> {
+    /// Inserts every pending request in one transaction, skipping those whose
+    /// idempotency key was stored before; new events get contiguous seqs.
+    fn insert(&mut self, pending: &[PendingAppend]) -> rusqlite::Result<Vec<Appended>> {
         let tx = self.conn.transaction()?;
-        let mut first = None;
+        let mut outcomes = Vec::with_capacity(pending.len());
         {
-            let mut stmt = tx.prepare_cached(
+            let mut insert_event = tx.prepare_cached(
                 "INSERT INTO events (ts, type, source, vals) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for event in pending.iter().flat_map(|(events, _)| events) {
-                stmt.execute(params![
-                    event.timestamp.millis(),
-                    event.kind.as_str(),
-                    &*event.source,
-                    event.values_json()
-                ])?;
-                first.get_or_insert(tx.last_insert_rowid());
+            let mut find_key =
+                tx.prepare_cached("SELECT first_seq, accepted, note FROM batches WHERE key = ?1")?;
+            let mut insert_key = tx.prepare_cached(
+                "INSERT INTO batches (key, first_seq, accepted, note, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let now = Timestamp::now().millis();
+            for request in pending {
+                if let Some(key) = &request.key {
+                    let seen = find_key
+                        .query_row(params![key.key], |r| {
+                            Ok(Appended::AlreadyStored {
+                                first_seq: r.get::<_, i64>(0)? as u64,
+                                accepted: r.get::<_, i64>(1)? as u64,
+                                note: r.get(2)?,
+                            })
+                        })
+                        .optional()?;
+                    if let Some(seen) = seen {
+                        outcomes.push(seen);
+                        continue;
+                    }
+                }
+                let mut first = None;
+                for event in &request.events {
+                    insert_event.execute(params![
+                        event.timestamp.millis(),
+                        event.kind.as_str(),
+                        &*event.source,
+                        event.values_json()
+                    ])?;
+                    first.get_or_insert(tx.last_insert_rowid());
+                }
+                let first_seq = first.unwrap_or(0) as u64;
+                if let Some(key) = &request.key {
+                    insert_key.execute(params![
+                        key.key,
+                        first_seq as i64,
+                        request.events.len() as i64,
+                        key.note,
+                        now
+                    ])?;
+                }
+                outcomes.push(Appended::Stored { first_seq });
             }
         }
         tx.commit()?;
-        Ok(first.unwrap_or(0) as u64)
+        Ok(outcomes)
     }
 
     /// Deletes one chunk and counts it in `meta`, in one transaction.

@@ -363,3 +363,42 @@ fn committed_completions_match_the_binary() {
         );
     }
 }
+
+#[tokio::test]
+async fn generate_survives_a_server_restart_without_duplicates() {
+    let server = TestServer::start().await;
+    let url = server.url.clone();
+    let addr = url.trim_start_matches("http://").to_string();
+    let generator = std::thread::spawn(move || {
+        rta(
+            &url,
+            &[
+                "generate",
+                "--count",
+                "600",
+                "--interval",
+                "0.02",
+                "--batch",
+                "10",
+                "--retry-for",
+                "20s",
+            ],
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Restart on the same address while the generator is sending.
+    let dir = server.stop();
+    let server = TestServer::start_in(dir, &["--addr", &addr]).await;
+    let out = generator.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("600 accepted, 0 rejected"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        server.metrics("").await["totalEvents"],
+        600,
+        "every event once"
+    );
+}

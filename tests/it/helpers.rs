@@ -34,7 +34,12 @@ impl TestServer {
     pub async fn start_in(dir: TempDir, args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .arg("serve")
-            .args(["--addr", "127.0.0.1:0", "--data-dir"])
+            .args(if args.contains(&"--addr") {
+                &[][..]
+            } else {
+                &["--addr", "127.0.0.1:0"][..]
+            })
+            .arg("--data-dir")
             .arg(dir.path())
             .args(args)
             .env("RTA_LOG", "info")

@@ -228,3 +228,56 @@ async fn a_token_protects_ingest() {
         "metrics stay readable"
     );
 }
+
+#[tokio::test]
+async fn an_idempotency_key_stores_a_retried_request_once() {
+    let server = TestServer::start().await;
+    let send = |key: &'static str| {
+        server
+            .http
+            .post(format!("{}/api/ingest", server.url))
+            .header("idempotency-key", key)
+            .json(&json!([sale(1, "EU"), {"type": 5}, sale(2, "US")]))
+            .send()
+    };
+    let first: Value = send("batch-0001").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (first["accepted"].clone(), first.get("replayed")),
+        (json!(2), None)
+    );
+    let again: Value = send("batch-0001").await.unwrap().json().await.unwrap();
+    assert_eq!(again["replayed"], true);
+    assert_eq!(
+        (&again["accepted"], &again["firstSeq"]),
+        (&first["accepted"], &first["firstSeq"])
+    );
+    assert_eq!(again["rejected"], first["rejected"], "the same rejections");
+    assert_eq!(server.metrics("").await["totalEvents"], 2);
+
+    // Keys survive a restart, like the events they name.
+    let server = TestServer::start_in(server.kill9(), &[]).await;
+    let response = server
+        .http
+        .post(format!("{}/api/ingest", server.url))
+        .header("idempotency-key", "batch-0001")
+        .json(&json!([sale(1, "EU"), {"type": 5}, sale(2, "US")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["replayed"], true);
+    assert_eq!(server.metrics("").await["totalEvents"], 2);
+
+    let (status, body) = server
+        .post("/api/ingest", "application/json", "{\"type\":\"a\"}")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bad = server
+        .http
+        .post(format!("{}/api/ingest", server.url))
+        .header("idempotency-key", "has spaces")
+        .json(&sale(1, "EU"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
