@@ -167,3 +167,57 @@ async fn serves_the_openapi_spec_docs_and_health() {
     assert_eq!(status, StatusCode::OK);
     assert!(page.as_str().unwrap().contains("<html"));
 }
+
+#[tokio::test]
+async fn a_million_distinct_values_keep_memory_and_answers_small() {
+    let server = TestServer::start().await;
+    let warm: Vec<Value> = (0..1000)
+        .map(|i| json!({"type": "visit", "values": {"user": format!("warm-{i}"), "ms": i}}))
+        .collect();
+    server.ingest(&Value::Array(warm)).await;
+    let rss_before = server.rss_kib();
+    const TOTAL: usize = 1_000_000;
+    const BATCH: usize = 25_000;
+    for start in (0..TOTAL).step_by(BATCH) {
+        let mut body = String::with_capacity(BATCH * 64);
+        for i in start..start + BATCH {
+            body.push_str(&format!(
+                "{{\"type\":\"visit\",\"values\":{{\"user\":\"u{i}\",\"ms\":{}}}}}\n",
+                i % 997
+            ));
+        }
+        let (status, report) = server
+            .post("/api/ingest", "application/x-ndjson", body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+    }
+    let grown_mib = server.rss_kib().saturating_sub(rss_before) / 1024;
+    assert!(
+        grown_mib < 64,
+        "memory grew by {grown_mib} MiB for a million distinct values"
+    );
+
+    let (status, text) = server.get("/api/metrics?top=100").await;
+    assert_eq!(status, StatusCode::OK);
+    let size = text.to_string().len();
+    assert!(size < 100_000, "the metrics stay small: {size} bytes");
+    let visit = type_metrics(&text, "visit");
+    let user = &visit["dimensions"][0];
+    assert_eq!(user["name"], "user");
+    let listed: u64 = user["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["count"].as_u64().unwrap())
+        .sum();
+    assert!(user["top"].as_array().unwrap().len() <= 100);
+    assert_eq!(
+        listed + user["others"].as_u64().unwrap(),
+        (TOTAL + 1000) as u64,
+        "top values and others add up"
+    );
+    let groups = server
+        .metrics("?type=visit&by=user&window=1h&top=100")
+        .await;
+    assert!(groups["groups"]["groups"].as_array().unwrap().len() <= 100);
+}
