@@ -74,6 +74,15 @@ async fn a_read_token_protects_metrics_events_and_the_websocket() {
             .await
             .is_ok()
     );
+    // Stop cleanly so every log line is flushed, then look for the tokens.
+    let logs = server.logs.clone();
+    server.stop();
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(logs.contains("listening on"), "the logs were captured");
+    assert!(
+        !logs.contains("writer") && !logs.contains("reader"),
+        "tokens never appear in the logs:\n{logs}"
+    );
 }
 
 #[tokio::test]

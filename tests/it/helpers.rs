@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -19,6 +19,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     /// The log line saying where it listens and how it loaded its state.
     pub startup_line: String,
+    /// Every line the server logged so far.
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -50,6 +52,8 @@ impl TestServer {
             .expect("the rta binary starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let log_sink = logs.clone();
         std::thread::spawn(move || {
             let show = std::env::var_os("TEST_LOG").is_some();
             let mut tx = Some(tx);
@@ -57,6 +61,7 @@ impl TestServer {
                 if show {
                     eprintln!("[server] {line}");
                 }
+                log_sink.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let url: String = rest
                         .chars()
@@ -81,6 +86,7 @@ impl TestServer {
             dir,
             http,
             startup_line,
+            logs,
         }
     }
 
