@@ -218,10 +218,7 @@ impl Api {
             .map_err(|d| IngestError::Unauthorized(d.message("ingest")))?;
         let format = body.format()?;
         let limit = state.config.max_body_bytes;
-        if body.content_length.is_some_and(|n| n > limit as u64) {
-            return Err(IngestError::TooLarge { limit });
-        }
-        let mut bytes = read_limited(body.body, limit).await?;
+        let mut bytes = read_limited(body.body, limit, body.content_length).await?;
         if body.gzip {
             bytes = gunzip_limited(bytes, limit).await?;
         }
@@ -284,17 +281,31 @@ fn check_key(key: String) -> Result<String, IngestError> {
     }
 }
 
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, IngestError> {
+/// Reads at most `limit` bytes. A larger body is read on and discarded (up
+/// to a bound) before the 413, because a client still sending when the
+/// connection closes would never see the answer.
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    announced: Option<u64>,
+) -> Result<Vec<u8>, IngestError> {
+    let failed = |e: std::io::Error| IngestError::BadBody(format!("could not read the body: {e}"));
+    let mut reader = body.into_async_read();
     let mut bytes = Vec::new();
-    body.into_async_read()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| IngestError::BadBody(format!("could not read the body: {e}")))?;
-    if bytes.len() > limit {
-        return Err(IngestError::TooLarge { limit });
+    if announced.is_none_or(|n| n <= limit as u64) {
+        (&mut reader)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(failed)?;
+        if bytes.len() <= limit {
+            return Ok(bytes);
+        }
     }
-    Ok(bytes)
+    drop(bytes);
+    let drain_bound = (limit as u64).saturating_mul(4).max(64 << 20);
+    let _ = tokio::io::copy(&mut reader.take(drain_bound), &mut tokio::io::sink()).await;
+    Err(IngestError::TooLarge { limit })
 }
 
 /// Decompresses without ever holding more than `limit` bytes, so a small

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Measures rta on this machine and prints one table: every figure, the
+# baseline measured in the same run where there is one, the target, and the
+# exact command. `bench/run.sh` writes BENCHMARKS.md; `bench/run.sh --smoke`
+# runs the same steps at tiny sizes (CI does, so the harness cannot rot).
+# Needs: wrk (apt-get install wrk), a release build (made here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+OUT=BENCHMARKS.md
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) SMOKE=1; OUT=/dev/null ;;
+    --out=*) OUT="${arg#--out=}" ;;
+    *) echo "usage: bench/run.sh [--smoke] [--out=FILE]" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$SMOKE" = 1 ]; then
+  DUR=2s; ROUNDS=1; N_SMALL=20000; N_LARGE=60000; DISTINCT=20000; WS_CLIENTS=20; PROBES=10; REPLAY=20000
+else
+  DUR=10s; ROUNDS=2; N_SMALL=1000000; N_LARGE=10000000; DISTINCT=1000000; WS_CLIENTS=500; PROBES=100; REPLAY=1000000
+fi
+
+command -v wrk >/dev/null || { echo "bench/run.sh needs wrk: apt-get install wrk" >&2; exit 2; }
+cargo build --release --locked --bin rta --example baseline_server --example bench_client >&2
+RTA=target/release/rta
+BASE=target/release/examples/baseline_server
+CLIENT=target/release/examples/bench_client
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+total_events() { curl -sf "http://127.0.0.1:$1/api/metrics?top=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalEvents"])'; }
+
+# Starts rta on a data directory; sets RTA_PID and RTA_PORT.
+start_rta() {
+  RTA_PORT=$(free_port)
+  "$RTA" serve --addr "127.0.0.1:$RTA_PORT" --data-dir "$1" 2>>"$WORK/rta.log" &
+  RTA_PID=$!; PIDS+=("$RTA_PID")
+  wait_up "$RTA_PORT"
+}
+stop_rta() { kill -TERM "$RTA_PID"; wait "$RTA_PID" 2>/dev/null || true; }
+start_base() {
+  BASE_PORT=$(free_port)
+  "$BASE" "127.0.0.1:$BASE_PORT" 2>/dev/null &
+  BASE_PID=$!; PIDS+=("$BASE_PID")
+  for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$BASE_PORT/" && break; sleep 0.05; done
+}
+
+ROWS=()
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | \`$6\` |"); printf '%-48s %-22s %-22s %-8s\n' "$1" "$2" "$3" "$4" >&2; }
+
+# wrk scripts: one event per request, and 1,000-event NDJSON bodies.
+cat > "$WORK/one.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"type":"sales","source":"wrk","values":{"amount":150,"units":5,"region":"North America"}}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+"$RTA" generate --count 1000 --batch 1000 --seed 1 --output "$WORK/batch.ndjson" --quiet
+cat > "$WORK/batch.lua" <<LUA
+wrk.method = "POST"
+local f = io.open("$WORK/batch.ndjson", "rb")
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/x-ndjson"
+LUA
+rps() { wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "== 1, 2: ingest throughput, rta and the baseline in alternation" >&2
+start_rta "$WORK/throughput"
+start_base
+for conns in 8 64; do
+  r=(); b=()
+  for _ in $(seq 1 "$ROUNDS"); do b+=("$(rps "$BASE_PORT" "$conns" "$WORK/one.lua")"); r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua")"); done
+  R=$(median "${r[@]}"); B=$(median "${b[@]}")
+  row "1. single-event ingest, $conns connections (req/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" ">= 0.6x baseline" "wrk -t2 -c$conns -d$DUR -s one.lua URL/api/ingest"
+done
+r=(); b=()
+for _ in $(seq 1 "$ROUNDS"); do b+=("$(rps "$BASE_PORT" 4 "$WORK/batch.lua")"); r+=("$(rps "$RTA_PORT" 4 "$WORK/batch.lua")"); done
+R=$(( $(median "${r[@]}") * 1000 )); B=$(( $(median "${b[@]}") * 1000 ))
+row "2. batched ingest, 1,000-event NDJSON, 4 clients (events/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" ">= 1,000,000" "wrk -t2 -c4 -d$DUR -s batch.lua URL/api/ingest"
+stop_rta; kill -9 "$BASE_PID" 2>/dev/null || true
+
+echo "== 3: memory after $N_SMALL and $N_LARGE events, and with $DISTINCT distinct values" >&2
+start_rta "$WORK/big"
+rss0=$(rss_mb "$RTA_PID")
+"$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --interval 0 --batch 1000 --count "$N_SMALL" --quiet 2>"$WORK/gen1.txt"
+rss1=$(rss_mb "$RTA_PID")
+"$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --interval 0 --batch 1000 --count $(( N_LARGE - N_SMALL )) --quiet 2>"$WORK/gen2.txt"
+rss2=$(rss_mb "$RTA_PID")
+row "3a. server RSS after $N_SMALL events (MB)" "$rss1" "at start: $rss0" "" "< 100, flat" "rta generate --interval 0 --batch 1000 --count $N_SMALL"
+row "3b. server RSS after $N_LARGE events (MB)" "$rss2" "" "" "< 100, flat" "rta generate --interval 0 --batch 1000 --count $(( N_LARGE - N_SMALL )) (more)"
+row "    rta generate end to end (events/s)" "$(grep -o '[0-9]* events/s' "$WORK/gen2.txt" | head -1)" "" "" "" "same"
+
+echo "== 4: /api/metrics latency with $N_LARGE events stored" >&2
+lat=$(wrk -t2 -c4 -d"$DUR" --latency "http://127.0.0.1:$RTA_PORT/api/metrics")
+p50=$(echo "$lat" | awk '$1=="50%" {print $2}'); p99=$(echo "$lat" | awk '$1=="99%" {print $2}')
+row "4. GET /api/metrics latency, $N_LARGE events" "p50 $p50, p99 $p99" "" "" "p99 < 5ms" "wrk -t2 -c4 -d$DUR --latency URL/api/metrics"
+
+echo "== 7: start-up with $N_LARGE events" >&2
+stop_rta
+t0=$(date +%s%N); start_rta "$WORK/big"; t1=$(date +%s%N)
+n=$(total_events "$RTA_PORT")
+row "7a. start-up after a clean stop, $n events (ms)" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "rta serve (until /healthz answers)"
+"$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --interval 0 --batch 1000 --count $(( N_SMALL / 10 )) --quiet 2>/dev/null
+kill -9 "$RTA_PID"; wait "$RTA_PID" 2>/dev/null || true
+t0=$(date +%s%N); start_rta "$WORK/big"; t1=$(date +%s%N)
+n=$(total_events "$RTA_PORT")
+row "7b. start-up after kill -9, $n events (ms)" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "kill -9, then rta serve"
+stop_rta
+
+echo "== 3c: $DISTINCT distinct values of one dimension" >&2
+start_rta "$WORK/distinct"
+rss0=$(rss_mb "$RTA_PID")
+"$CLIENT" distinct "http://127.0.0.1:$RTA_PORT" "$DISTINCT" >&2
+rss1=$(rss_mb "$RTA_PID")
+size=$(curl -sf "http://127.0.0.1:$RTA_PORT/api/metrics" | wc -c)
+row "3c. server RSS with $DISTINCT distinct values (MB)" "$rss1" "at start: $rss0" "" "bounded" "bench_client distinct URL $DISTINCT"
+row "    /api/metrics size then (bytes)" "$size" "" "" "small" "curl URL/api/metrics | wc -c"
+stop_rta
+
+echo "== 5: ingest-to-WebSocket latency, $WS_CLIENTS clients, background load" >&2
+start_rta "$WORK/ws"
+"$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --rate 2000 --batch 100 --quiet 2>/dev/null &
+LOAD=$!; PIDS+=("$LOAD")
+ws=$("$CLIENT" ws-latency "http://127.0.0.1:$RTA_PORT" "$WS_CLIENTS" "$PROBES")
+kill -INT "$LOAD" 2>/dev/null || true; wait "$LOAD" 2>/dev/null || true
+row "5. ingest to WebSocket update, $WS_CLIENTS clients, 2,000 events/s load" "$(echo "$ws" | grep -o 'p50.*')" "" "" "p99 < 300ms" "bench_client ws-latency URL $WS_CLIENTS $PROBES"
+stop_rta
+
+echo "== 6: rta replay of $REPLAY lines" >&2
+"$RTA" generate --count "$REPLAY" --batch 1000 --seed 7 --output "$WORK/replay.jsonl" --quiet
+start_rta "$WORK/replay"
+t0=$(date +%s%N)
+"$RTA" replay "$WORK/replay.jsonl" --url "http://127.0.0.1:$RTA_PORT" --quiet 2>"$WORK/replay.txt"
+t1=$(date +%s%N)
+row "6. rta replay of a $REPLAY-line JSONL file (events/s)" "$(awk -v n="$REPLAY" -v ns=$(( t1 - t0 )) 'BEGIN {printf "%.0f", n / (ns / 1e9)}')" "" "" "" "rta replay replay.jsonl"
+stop_rta
+
+CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+{
+  echo "# Benchmarks"
+  echo
+  echo "Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD)."
+  echo "Machine: $(nproc) cores ($CPU), $MEM, $(uname -sr). The load generator (wrk, \`rta generate\`) shares the cores with the server."
+  echo "The baseline is \`examples/baseline_server.rs\`: the same \`POST /api/ingest\` parsed into the same \`Event\` type and discarded, run in alternation with rta."
+  echo
+  echo "| figure | rta | baseline (same run) | ratio | target | command |"
+  echo "|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+} > "$OUT"
+[ "$OUT" = /dev/null ] || echo "wrote $OUT" >&2
+echo "bench: $(( ${#ROWS[@]} )) figures measured" >&2
