@@ -54,7 +54,7 @@ start_base() {
 }
 
 ROWS=()
-row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | \`$6\` |"); printf '%-48s %-22s %-22s %-8s\n' "$1" "$2" "$3" "$4" >&2; }
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | \`$6\` |"); printf '[%4ss] %-48s %-22s %-22s %-8s\n' "$SECONDS" "$1" "$2" "$3" "$4" >&2; }
 
 # wrk scripts: one event per request, and 1,000-event NDJSON bodies.
 cat > "$WORK/one.lua" <<'LUA'

@@ -40,6 +40,10 @@ async fn ingest(req: &Request, body: Body, Data(limits): Data<&Limits>) -> Respo
     }
 }
 
+/// The same allocator as rta, so the ratio compares pipelines, not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()

@@ -1,10 +1,11 @@
 //! The WebSocket hub: live metrics pushed at a bounded rate.
 //!
-//! Each client names a view (the same parameters as `GET /api/metrics`). On
-//! every tick the hub encodes each view that has clients once, if anything
-//! changed, and hands it to a `watch` channel: a client always gets the latest
-//! message and never a queue, so a slow client skips updates instead of
-//! slowing ingest or growing memory, and a stuck one is dropped.
+//! Each client names a view (the same parameters as `GET /api/metrics`).
+//! After a commit the hub encodes each view that has clients once (at once
+//! after a quiet spell, then at most once per interval) and hands it to a
+//! `watch` channel: a client always gets the latest message and never a
+//! queue, so a slow client skips updates instead of slowing ingest or
+//! growing memory, and a stuck one is dropped.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,16 +15,20 @@ use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{Message, WebSocketStream};
 use poem_openapi::types::ToJSON;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::LiveEngine;
 use super::models::{EventOut, Metrics};
 use crate::engine::Query;
+use crate::event::EventType;
 use crate::feed::{CommittedBatch, Subscriber};
 use crate::store::StoredEvent;
 
-/// Committed events kept for new clients and the next update.
+/// Committed events kept (overall and per type) for new clients and updates.
 const RECENT_EVENTS: usize = 50;
+/// Types whose recent events are kept apart; views of further types get
+/// their events from the overall list.
+const RECENT_TYPES: usize = 100;
 /// A client that cannot take one message in this long is dropped.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Even without new events, push this often so windows slide.
@@ -33,12 +38,78 @@ pub struct Hub {
     engine: Arc<LiveEngine>,
     interval: Duration,
     views: Mutex<HashMap<String, View>>,
-    recent: Mutex<VecDeque<StoredEvent>>,
+    recent: Mutex<Recent>,
+    /// Woken on every commit.
+    committed: Notify,
 }
 
 struct View {
     query: Query,
     sender: watch::Sender<Arc<str>>,
+}
+
+/// The latest committed events, overall and per type, so a view of a rare
+/// type still sees its events when common ones flood in.
+#[derive(Default)]
+struct Recent {
+    all: VecDeque<StoredEvent>,
+    by_type: HashMap<EventType, VecDeque<StoredEvent>>,
+}
+
+impl Recent {
+    fn push(ring: &mut VecDeque<StoredEvent>, event: StoredEvent) {
+        if ring.len() == RECENT_EVENTS {
+            ring.pop_front();
+        }
+        ring.push_back(event);
+    }
+
+    fn add(&mut self, batch: &CommittedBatch) {
+        let n = batch.events.len();
+        let mut per_type: HashMap<&EventType, usize> = HashMap::new();
+        for e in &batch.events {
+            *per_type.entry(&e.kind).or_default() += 1;
+        }
+        let mut seen: HashMap<&EventType, usize> = HashMap::new();
+        for (i, event) in batch.events.iter().enumerate() {
+            let nth = seen.entry(&event.kind).or_default();
+            *nth += 1;
+            // Only events that will still be among the latest are copied.
+            let keep_typed = per_type[&event.kind] - *nth < RECENT_EVENTS;
+            let keep_all = n - i <= RECENT_EVENTS;
+            if !keep_typed && !keep_all {
+                continue;
+            }
+            let stored = StoredEvent {
+                seq: batch.first_seq + i as u64,
+                event: event.clone(),
+            };
+            if keep_typed
+                && (self.by_type.len() < RECENT_TYPES || self.by_type.contains_key(&event.kind))
+            {
+                Self::push(
+                    self.by_type.entry(event.kind.clone()).or_default(),
+                    stored.clone(),
+                );
+            }
+            if keep_all {
+                Self::push(&mut self.all, stored);
+            }
+        }
+    }
+
+    /// Events after `seq`, oldest first, of one type or of all.
+    fn after(&self, seq: u64, kind: Option<&EventType>) -> Vec<StoredEvent> {
+        let ring = kind.and_then(|k| self.by_type.get(k)).unwrap_or(&self.all);
+        ring.iter()
+            .filter(|e| e.seq > seq && kind.is_none_or(|k| *k == e.event.kind))
+            .cloned()
+            .collect()
+    }
+
+    fn newest_seq(&self) -> u64 {
+        self.all.back().map_or(0, |e| e.seq)
+    }
 }
 
 impl Hub {
@@ -47,30 +118,36 @@ impl Hub {
             engine,
             interval,
             views: Mutex::new(HashMap::new()),
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+            recent: Mutex::new(Recent::default()),
+            committed: Notify::new(),
         }
     }
 
     /// Pushes updates until `shutdown` resolves, then closes every client.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tokio::pin!(shutdown);
         let mut last_version = u64::MAX;
         let mut last_push = Instant::now();
-        let mut last_seq = self.newest_seq();
+        let mut last_seq = self.lock_recent().newest_seq();
         loop {
+            // Wait for a commit (or the idle push), then until the interval
+            // has passed since the last push: at most one push per interval.
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = self.committed.notified() => {}
+                _ = tokio::time::sleep_until((last_push + IDLE_PUSH).into()) => {}
+                _ = &mut shutdown => break,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until((last_push + self.interval).into()) => {}
                 _ = &mut shutdown => break,
             }
             let version = self.engine.version();
             if version == last_version && last_push.elapsed() < IDLE_PUSH {
                 continue;
             }
-            let events = self.recent_after(last_seq);
-            last_seq = events.last().map_or(last_seq, |e| e.seq);
-            self.push_updates(&events);
+            let newest = self.lock_recent().newest_seq();
+            self.push_updates(last_seq);
+            last_seq = newest.max(last_seq);
             last_version = version;
             last_push = Instant::now();
         }
@@ -81,21 +158,17 @@ impl Hub {
         self.views.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn newest_seq(&self) -> u64 {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.back().map_or(0, |e| e.seq)
+    fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn recent_after(&self, seq: u64) -> Vec<StoredEvent> {
-        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        recent.iter().filter(|e| e.seq > seq).cloned().collect()
-    }
-
-    fn push_updates(&self, events: &[StoredEvent]) {
+    /// Encodes each watched view once, with the events after `seq`.
+    fn push_updates(&self, seq: u64) {
         let mut views = self.lock_views();
         views.retain(|_, view| view.sender.receiver_count() > 0);
         for view in views.values() {
-            let message = self.message("update", &view.query, events);
+            let events = self.lock_recent().after(seq, view.query.kind.as_ref());
+            let message = self.message("update", &view.query, &events);
             view.sender.send_replace(message);
         }
     }
@@ -127,7 +200,7 @@ impl Hub {
     pub async fn serve(self: Arc<Self>, socket: WebSocketStream, key: String, query: Query) {
         let (mut sink, mut incoming) = socket.split();
         let mut updates = self.subscribe(key, query.clone());
-        let recent: Vec<_> = self.recent_after(0);
+        let recent = self.lock_recent().after(0, query.kind.as_ref());
         let snapshot = self.message("snapshot", &query, &recent);
         if sink
             .send(Message::Text(snapshot.to_string()))
@@ -164,16 +237,7 @@ impl Hub {
 
 impl Subscriber for Hub {
     fn on_commit(&self, batch: &CommittedBatch) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let skip = batch.events.len().saturating_sub(RECENT_EVENTS);
-        for (i, event) in batch.events.iter().enumerate().skip(skip) {
-            if recent.len() == RECENT_EVENTS {
-                recent.pop_front();
-            }
-            recent.push_back(StoredEvent {
-                seq: batch.first_seq + i as u64,
-                event: event.clone(),
-            });
-        }
+        self.lock_recent().add(batch);
+        self.committed.notify_one();
     }
 }

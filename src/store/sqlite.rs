@@ -104,16 +104,13 @@ impl SqliteStore {
         let reader = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
 
         let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
+        let thread_err =
+            |e: std::io::Error| open_err(format!("cannot start the writer threads: {e}"));
+        let state = Writer::new(writer_conn, feed).map_err(thread_err)?;
         let writer = std::thread::Builder::new()
             .name("rta-writer".into())
-            .spawn(move || {
-                Writer {
-                    conn: writer_conn,
-                    feed,
-                }
-                .run(rx)
-            })
-            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+            .spawn(move || state.run(rx))
+            .map_err(thread_err)?;
         Ok(Self {
             path,
             commands,
@@ -326,10 +323,51 @@ impl Store for SqliteStore {
 
 struct Writer {
     conn: Connection,
-    feed: Arc<Feed>,
+    /// Hands committed batches to the publisher thread, which feeds the
+    /// engine and the hub and then acknowledges: the next transaction is
+    /// written while the previous one is being applied.
+    publish: Option<std::sync::mpsc::SyncSender<Committed>>,
+    publisher: Option<JoinHandle<()>>,
+}
+
+/// A committed transaction on its way to the feed and to its requests.
+struct Committed {
+    batch: Option<CommittedBatch>,
+    replies: Vec<(oneshot::Sender<Result<Appended, StoreError>>, Appended)>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Everything committed is published and acknowledged before the writer is gone.
+        drop(self.publish.take());
+        if let Some(publisher) = self.publisher.take() {
+            let _ = publisher.join();
+        }
+    }
 }
 
 impl Writer {
+    fn new(conn: Connection, feed: Arc<Feed>) -> std::io::Result<Self> {
+        let (publish, committed) = std::sync::mpsc::sync_channel::<Committed>(2);
+        let publisher = std::thread::Builder::new()
+            .name("rta-publisher".into())
+            .spawn(move || {
+                for Committed { batch, replies } in committed {
+                    if let Some(batch) = batch {
+                        feed.publish(&batch);
+                    }
+                    for (reply, outcome) in replies {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+            })?;
+        Ok(Self {
+            conn,
+            publish: Some(publish),
+            publisher: Some(publisher),
+        })
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut next = None;
         loop {
@@ -391,11 +429,9 @@ impl Writer {
                     }
                     replies.push((request.reply, outcome));
                 }
-                if let Some(first_seq) = first_seq {
-                    self.feed.publish(&CommittedBatch { first_seq, events });
-                }
-                for (reply, outcome) in replies {
-                    let _ = reply.send(Ok(outcome));
+                let batch = first_seq.map(|first_seq| CommittedBatch { first_seq, events });
+                if let Some(publish) = &self.publish {
+                    let _ = publish.send(Committed { batch, replies });
                 }
             }
             Err(e) => {
