@@ -402,3 +402,36 @@ async fn generate_survives_a_server_restart_without_duplicates() {
         "every event once"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_generate_cleanly_with_a_summary() {
+    let server = TestServer::start().await;
+    let child = Command::new(BIN)
+        .args(["generate", "--interval", "0.05", "--batch", "5"])
+        .env("RTA_URL", &server.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "interrupted");
+    let stderr = text(&out.stderr);
+    let accepted: u64 = stderr
+        .split(" accepted")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a summary: {stderr}"));
+    assert!(accepted > 0);
+    assert_eq!(
+        server.metrics("").await["totalEvents"],
+        accepted,
+        "the summary is exact"
+    );
+}
