@@ -87,8 +87,9 @@ impl EventReader {
             let size = file.metadata().ok().map(|m| m.len());
             (Box::new(file), size)
         };
+        // Small enough that progress by bytes read moves smoothly.
         let counted = BufReader::with_capacity(
-            256 * 1024,
+            64 * 1024,
             Counting {
                 inner: raw,
                 count: bytes.clone(),
