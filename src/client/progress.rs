@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::{ClientError, exit};
+
 /// How often a plain progress line is printed when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -80,6 +82,30 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+    }
+
+    /// Ends a sending command: clears the bar, prints the summary (and the
+    /// error that stopped it, if any) and returns the exit code.
+    pub fn conclude(
+        &self,
+        tally: &Tally,
+        elapsed: Duration,
+        failure: Option<ClientError>,
+        interrupted: bool,
+    ) -> u8 {
+        self.finish();
+        eprintln!("{}", tally.line(elapsed));
+        if let Some(e) = failure {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+        if interrupted {
+            exit::INTERRUPTED
+        } else if tally.rejected > 0 {
+            exit::FAILED
+        } else {
+            exit::OK
         }
     }
 }

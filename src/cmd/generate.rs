@@ -120,19 +120,7 @@ async fn send(args: &GenerateArgs, mut synth: Synth, interval: Duration) -> anyh
     while let Some(done) = in_flight.join_next().await {
         record(done, &mut tally, &mut failure, &progress);
     }
-    progress.finish();
-    eprintln!("{}", tally.line(started.elapsed()));
-    if let Some(e) = failure {
-        eprintln!("error: {e}");
-        return Ok(e.exit_code());
-    }
-    Ok(if interrupted {
-        exit::INTERRUPTED
-    } else if tally.rejected > 0 {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    Ok(progress.conclude(&tally, started.elapsed(), failure, interrupted))
 }
 
 fn record(

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use crate::cli::ReplayArgs;
 use crate::client::progress::{Progress, Tally, Unit};
 use crate::client::reader::{EventReader, Format};
-use crate::client::{Client, ClientError, IngestReport, exit};
+use crate::client::{Client, ClientError, IngestReport};
 use crate::event::Timestamp;
 
 /// Requests in flight at once when not pacing by timestamps.
@@ -127,19 +127,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     while let Some(done) = in_flight.join_next().await {
         collect(done, &mut tally, &mut failure, &progress, &mut report_line);
     }
-    progress.finish();
-    eprintln!("{}", tally.line(started.elapsed()));
-    if let Some(e) = failure {
-        eprintln!("error: {e}");
-        return Ok(e.exit_code());
-    }
-    Ok(if interrupted {
-        exit::INTERRUPTED
-    } else if tally.rejected > 0 {
-        exit::FAILED
-    } else {
-        exit::OK
-    })
+    Ok(progress.conclude(&tally, started.elapsed(), failure, interrupted))
 }
 
 fn open(file: &str, format: Format) -> anyhow::Result<EventReader> {
