@@ -158,6 +158,8 @@ MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
   echo "| figure | rta | baseline (same run) | ratio | target | command |"
   echo "|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
+  # The reading of the figures is written by hand, next to this script.
+  [ -f bench/analysis.md ] && cat bench/analysis.md
 } > "$OUT"
 [ "$OUT" = /dev/null ] || echo "wrote $OUT" >&2
 echo "bench: $(( ${#ROWS[@]} )) figures measured" >&2
