@@ -33,6 +33,12 @@ impl Timestamp {
         Self(Utc::now().timestamp_millis().clamp(Self::MIN, Self::MAX))
     }
 
+    /// The time `age` before now (at the earliest 1970).
+    pub fn ago(age: std::time::Duration) -> Self {
+        let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        Self(Self::now().0.saturating_sub(age).max(Self::MIN))
+    }
+
     pub fn millis(self) -> i64 {
         self.0
     }

@@ -354,9 +354,7 @@ impl Maintenance {
                     }
                 }
                 _ = keys_tick.tick() => {
-                    let cutoff = Timestamp::from_millis(Timestamp::now().millis() - KEYS_KEPT.as_millis() as i64)
-                        .unwrap_or_else(|| Timestamp::from_millis(0).expect("0 is a valid timestamp"));
-                    if let Err(e) = self.store.forget_keys_before(cutoff).await {
+                    if let Err(e) = self.store.forget_keys_before(Timestamp::ago(KEYS_KEPT)).await {
                         tracing::warn!("could not forget old idempotency keys: {e}");
                     }
                 }
@@ -369,8 +367,7 @@ impl Maintenance {
         let Some(keep) = self.config.retention else {
             return;
         };
-        let cutoff = Timestamp::from_millis(Timestamp::now().millis() - keep.as_millis() as i64)
-            .unwrap_or_else(|| Timestamp::from_millis(0).expect("0 is a valid timestamp"));
+        let cutoff = Timestamp::ago(keep);
         match self.store.delete_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => {
