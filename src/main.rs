@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rta::cli::{Cli, Command};
-use rta::client::{ClientError, exit};
+use rta::client::{ClientError, UsageError, exit};
 use rta::cmd;
 
 /// mimalloc: the server allocates many short-lived buffers per request,
@@ -36,9 +36,14 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = e
-                .downcast_ref::<ClientError>()
-                .map_or(exit::FAILED, ClientError::exit_code);
+            let code = match (
+                e.downcast_ref::<ClientError>(),
+                e.downcast_ref::<UsageError>(),
+            ) {
+                (Some(client), _) => client.exit_code(),
+                (None, Some(_)) => exit::UNREACHABLE,
+                (None, None) => exit::FAILED,
+            };
             ExitCode::from(code)
         }
     }

@@ -25,6 +25,19 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// A command line that cannot work, found after parsing (exit code 2).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Stops the command with a usage error.
+#[macro_export]
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err($crate::client::UsageError(format!($($arg)*)).into())
+    };
+}
+
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error(
@@ -82,7 +95,7 @@ impl Client {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let base = args.url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            anyhow::bail!("--url must start with http:// or https://, got {base:?}");
+            crate::usage!("--url must start with http:// or https://, got {base:?}");
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))

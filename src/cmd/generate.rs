@@ -18,14 +18,14 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<u8> {
             Duration::from_secs_f64(args.batch as f64 / rate)
         }
         Some(rate) => {
-            anyhow::bail!("--rate must be a positive number of events per second, got {rate}")
+            crate::usage!("--rate must be a positive number of events per second, got {rate}")
         }
         None => args.interval,
     };
     let mut kinds = args.types.clone();
     kinds.dedup();
     if kinds.is_empty() {
-        anyhow::bail!("--types needs at least one of sales, users, pageview");
+        crate::usage!("--types needs at least one of sales, users, pageview");
     }
     let synth = Synth::new(args.seed, args.source.clone(), kinds.clone());
     match &args.output {

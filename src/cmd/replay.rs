@@ -30,14 +30,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(speed) = args.speed
         && !(speed > 0.0 && speed.is_finite())
     {
-        anyhow::bail!(
+        crate::usage!(
             "--speed must be a positive factor (1 = real time, 60 = an hour per minute), got {speed}"
         );
     }
     let format = args.format.unwrap_or_else(|| Format::from_path(&args.file));
     let shift_ms = if args.shift_to_now {
         if args.file == "-" {
-            anyhow::bail!("--shift-to-now reads the file twice, so it needs a file, not stdin");
+            crate::usage!("--shift-to-now reads the file twice, so it needs a file, not stdin");
         }
         let last = latest_timestamp(&args.file, format)?;
         last.map_or(0, |last| Timestamp::now().millis() - last)

@@ -343,6 +343,13 @@ async fn an_unreachable_server_exits_2_with_the_url() {
             text(&out.stderr)
         );
     }
+    let bad_url = rta("localhost:8080", &["query"]);
+    assert_eq!(
+        bad_url.status.code(),
+        Some(2),
+        "a bad --url is a usage error"
+    );
+    assert!(text(&bad_url.stderr).contains("--url must start with http://"));
     let usage = rta(&url, &["generate", "--batch", "0"]);
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
 }
