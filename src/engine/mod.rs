@@ -49,6 +49,50 @@ pub struct EngineConfig {
 /// Marks a snapshot of this engine's format; bump it when the layout changes.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"rta-eng1";
 
+impl EngineConfig {
+    fn all_time_limits(&self) -> SummaryLimits {
+        SummaryLimits {
+            max_fields: self.max_fields,
+            top_values: self.top_values,
+        }
+    }
+
+    fn slot_limits(&self) -> SummaryLimits {
+        SummaryLimits {
+            max_fields: self.max_fields,
+            top_values: self.slot_top_values,
+        }
+    }
+}
+
+/// Groups of at least this many events of one type and minute are summed up
+/// once and merged; smaller ones are added event by event.
+const MERGE_GROUP_EVENTS: usize = 16;
+/// Groups an event may join: the latest few (a missed one only costs a merge).
+const GROUPS_SEARCHED: usize = 8;
+
+/// Adds one event to its type's all-time summary and to its minute and hour
+/// summaries.
+fn add_event(
+    event: &Event,
+    kind: &EventType,
+    state: &mut TypeState,
+    names: &mut Names,
+    config: &EngineConfig,
+    rings: [&mut Ring<HashMap<EventType, TypeSummary>>; 2],
+    now: i64,
+) {
+    state.all_time.add(event, names, config.all_time_limits());
+    let ts = event.timestamp.millis();
+    for ring in rings {
+        if let Some(slot) = ring.slot_mut(ts, now) {
+            slot.entry(kind.clone())
+                .or_default()
+                .add(event, names, config.slot_limits());
+        }
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
@@ -181,54 +225,99 @@ impl Engine {
         self.total
     }
 
-    fn summary_limits(&self, top_values: usize) -> SummaryLimits {
-        SummaryLimits {
-            max_fields: self.config.max_fields,
-            top_values,
-        }
-    }
-
     /// Adds committed events. `now` decides which windows they still fall in.
+    ///
+    /// Events are taken a group at a time, one group per type and minute. A
+    /// large group is summed up once and merged into the all-time, minute and
+    /// hour summaries, instead of adding each event to each of them; a small
+    /// one is added event by event. Counts and sums come out the same.
     pub fn apply(&mut self, events: &[Event], now: Timestamp) {
         let now = now.millis();
-        let all_time_limits = self.summary_limits(self.config.top_values);
-        let slot_limits = self.summary_limits(self.config.slot_top_values);
-        for event in events {
-            self.total += 1;
-            if !self.types.contains_key(&event.kind) && self.types.len() >= self.config.max_types {
-                self.untracked += 1;
-                continue;
-            }
-            let state = self.types.entry(event.kind.clone()).or_default();
-            state.all_time.add(event, &mut self.names, all_time_limits);
-            for (name, x) in event.measures() {
-                if let Some((key, _)) = state.all_time.measures.get_key_value(name) {
-                    let recent = state.recent.entry(key.clone()).or_default();
-                    if recent.len() == self.config.recent_values {
-                        recent.pop_front();
-                    }
-                    recent.push_back(x);
-                }
-            }
-            let ts = event.timestamp.millis();
-            for ring in [&mut self.seconds, &mut self.minutes] {
-                if let Some(slot) = ring.slot_mut(ts, now) {
-                    slot.entry(event.kind.clone())
-                        .or_default()
-                        .add(event, &state.all_time);
-                }
-            }
-            for ring in [&mut self.minute_summaries, &mut self.hour_summaries] {
-                if let Some(slot) = ring.slot_mut(ts, now) {
-                    slot.entry(event.kind.clone()).or_default().add(
-                        event,
+        for (kind, group) in self.group(events) {
+            let state = self.types.entry(kind.clone()).or_default();
+            if group.len() < MERGE_GROUP_EVENTS {
+                for &i in &group {
+                    add_event(
+                        &events[i],
+                        &kind,
+                        state,
                         &mut self.names,
-                        slot_limits,
+                        &self.config,
+                        [&mut self.minute_summaries, &mut self.hour_summaries],
+                        now,
                     );
+                }
+            } else {
+                let mut delta = TypeSummary::default();
+                let limits = self.config.all_time_limits();
+                for &i in &group {
+                    delta.add(&events[i], &mut self.names, limits);
+                }
+                state.all_time.merge(&delta, limits);
+                let ts = delta.first_ts;
+                for ring in [&mut self.minute_summaries, &mut self.hour_summaries] {
+                    if let Some(slot) = ring.slot_mut(ts, now) {
+                        let summary = slot.entry(kind.clone()).or_default();
+                        summary.merge(&delta, self.config.slot_limits());
+                    }
+                }
+            }
+            let tracked = &state.all_time;
+            for &i in &group {
+                let event = &events[i];
+                let ts = event.timestamp.millis();
+                for ring in [&mut self.seconds, &mut self.minutes] {
+                    if let Some(slot) = ring.slot_mut(ts, now) {
+                        slot.entry(kind.clone()).or_default().add(event, tracked);
+                    }
+                }
+            }
+            // Only the latest few values per measure are kept.
+            let skip = group.len().saturating_sub(self.config.recent_values);
+            for &i in &group[skip..] {
+                for (name, x) in events[i].measures() {
+                    if let Some((key, _)) = state.all_time.measures.get_key_value(name) {
+                        let recent = state.recent.entry(key.clone()).or_default();
+                        if recent.len() == self.config.recent_values {
+                            recent.pop_front();
+                        }
+                        recent.push_back(x);
+                    }
                 }
             }
         }
         self.version += 1;
+    }
+
+    /// Splits events into groups of one type and one minute (indices, in
+    /// order), counting every event and setting aside those of types beyond
+    /// the limit.
+    fn group(&mut self, events: &[Event]) -> Vec<(EventType, Vec<usize>)> {
+        let mut groups: Vec<(EventType, i64, Vec<usize>)> = Vec::new();
+        let mut new_types: Vec<&EventType> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            self.total += 1;
+            let minute = event.timestamp.millis().div_euclid(MINUTE);
+            // Consecutive events mostly share a group: look only at the latest few.
+            let recent = groups.len().saturating_sub(GROUPS_SEARCHED);
+            if let Some(group) = groups[recent..]
+                .iter_mut()
+                .rev()
+                .find(|(kind, m, _)| *m == minute && *kind == event.kind)
+            {
+                group.2.push(i);
+                continue;
+            }
+            if !self.types.contains_key(&event.kind) && !new_types.contains(&&event.kind) {
+                if self.types.len() + new_types.len() >= self.config.max_types {
+                    self.untracked += 1;
+                    continue;
+                }
+                new_types.push(&event.kind);
+            }
+            groups.push((event.kind.clone(), minute, vec![i]));
+        }
+        groups.into_iter().map(|(k, _, g)| (k, g)).collect()
     }
 
     /// Answers a query as of `now`.
@@ -341,7 +430,11 @@ impl Engine {
         } else {
             &self.hour_summaries
         };
-        let limits = self.summary_limits(self.config.top_values);
+        // A window shows every field its slots tracked.
+        let limits = SummaryLimits {
+            max_fields: usize::MAX,
+            top_values: self.config.top_values,
+        };
         let mut merged: HashMap<EventType, TypeSummary> = HashMap::new();
         for (_, slot) in ring.range(ring.index_of(now - window + 1), ring.index_of(now)) {
             for (kind, summary) in slot {

@@ -209,14 +209,28 @@ impl TypeSummary {
         self.count += other.count;
         self.first_ts = self.first_ts.min(other.first_ts);
         self.last_ts = self.last_ts.max(other.last_ts);
+        let tracked = self.measures.len() + self.dimensions.len();
+        let mut room = limits.max_fields.saturating_sub(tracked);
         for (name, stats) in &other.measures {
-            self.measures.entry(name.clone()).or_default().merge(stats);
+            if let Some(mine) = self.measures.get_mut(name) {
+                mine.merge(stats);
+            } else if room > 0 {
+                room -= 1;
+                self.measures.insert(name.clone(), stats.clone());
+            }
         }
         for (name, top) in &other.dimensions {
-            self.dimensions
-                .entry(name.clone())
-                .or_insert_with(|| TopK::new(limits.top_values))
-                .merge(top, GroupStats::merge);
+            let mine = match self.dimensions.get_mut(name) {
+                Some(mine) => mine,
+                None if room > 0 => {
+                    room -= 1;
+                    self.dimensions
+                        .entry(name.clone())
+                        .or_insert_with(|| TopK::new(limits.top_values))
+                }
+                None => continue,
+            };
+            mine.merge(top, GroupStats::merge);
         }
     }
 }

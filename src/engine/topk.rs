@@ -43,7 +43,14 @@ impl<T: Default> TopK<T> {
 
     fn add(&mut self, value: &str, count: u64, error: u64) -> &mut T {
         self.total += count;
-        if !self.entries.contains_key(value) && self.entries.len() >= self.capacity {
+        // Looked up before the entry API, which would allocate the key each time.
+        if self.entries.contains_key(value) {
+            let entry = self.entries.get_mut(value).expect("just found");
+            entry.count += count;
+            entry.error += error;
+            return &mut entry.data;
+        }
+        if self.entries.len() >= self.capacity {
             let (victim, floor) = self
                 .entries
                 .iter()

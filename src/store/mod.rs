@@ -5,6 +5,7 @@
 //! durability: `append` returns only once the events survive a crash, and
 //! then publishes them to the [`Feed`](crate::feed::Feed).
 
+pub mod segment;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -87,9 +88,6 @@ pub trait Store: Send + Sync + 'static {
         kind: Option<EventType>,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// How many events are stored.
-    async fn count(&self) -> Result<u64, StoreError>;
-
     /// Calls `sink` with every stored event after `after_seq`, in commit
     /// order, a chunk at a time. Blocking: meant for start-up and rebuilds.
     fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError>;
@@ -99,6 +97,7 @@ pub trait Store: Send + Sync + 'static {
     fn mark(&self) -> Result<StoreMark, StoreError>;
 
     /// Deletes events whose timestamp is before `cutoff`; returns how many.
+    /// Sequence numbers of the others do not change.
     async fn delete_before(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 
     /// Finishes pending writes and stops accepting new ones.

@@ -2,7 +2,10 @@
 //! thread that commits many requests in one transaction (group commit).
 //!
 //! `synchronous=FULL` makes every commit durable before it is acknowledged;
-//! throughput comes from batching, not from weakening that.
+//! throughput comes from batching, not from weakening that. Events are kept
+//! as segments (see [`segment`](super::segment)): one row per run of
+//! consecutive events, encoded by the request's own task before it queues, so
+//! the writer inserts one row per transaction rather than one per event.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::segment::{self, Chunk};
 use super::{Appended, IdempotencyKey, Store, StoreError, StoreMark, StoredEvent};
 use crate::event::{Event, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
@@ -21,20 +25,28 @@ use crate::feed::{CommittedBatch, Feed};
 const MAX_GROUP_EVENTS: usize = 100_000;
 /// Requests waiting for the writer; senders wait when it is full (backpressure).
 const QUEUE_DEPTH: usize = 1024;
-/// Rows deleted per retention transaction, so ingest is never held up long.
-const DELETE_CHUNK: usize = 10_000;
-/// Rows read per chunk when scanning.
-const SCAN_CHUNK: usize = 10_000;
+/// Events per segment row, at most (requests larger than this get a row of their own).
+const SEGMENT_EVENTS: usize = 4096;
+/// Segments handled per retention transaction, so ingest is never held up long.
+const DELETE_CHUNK: usize = 256;
+/// Segments read per query when scanning.
+const SCAN_CHUNK: usize = 64;
 
+/// `segments` holds every event: the events `first_seq..=last_seq`, whose
+/// timestamps lie within `min_ts..=max_ts`, of the types listed in `types`
+/// (`,a,b,`), encoded in `data`. `meta` keeps `deleted` (events removed by
+/// retention) and `deleted_seq` (the highest sequence number removed), so
+/// sequence numbers never repeat.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts     INTEGER NOT NULL,
-    type   TEXT NOT NULL,
-    source TEXT NOT NULL,
-    vals   TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS segments (
+    first_seq INTEGER PRIMARY KEY,
+    last_seq  INTEGER NOT NULL,
+    min_ts    INTEGER NOT NULL,
+    max_ts    INTEGER NOT NULL,
+    types     TEXT NOT NULL,
+    data      BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_type ON events(type, seq);
+CREATE INDEX IF NOT EXISTS segments_by_min_ts ON segments(min_ts);
 CREATE TABLE IF NOT EXISTS batches (
     key       TEXT PRIMARY KEY,
     first_seq INTEGER NOT NULL,
@@ -51,9 +63,11 @@ CREATE TABLE IF NOT EXISTS meta (
 
 enum Command {
     Append(PendingAppend),
+    /// Removes events older than the cutoff (ms) from one chunk of segments;
+    /// answers how many events and how many segments it handled.
     DeleteBefore {
         cutoff: i64,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        reply: oneshot::Sender<Result<(u64, usize), StoreError>>,
     },
     /// Forgets idempotency keys older than the cutoff (ms).
     PruneKeys {
@@ -65,6 +79,7 @@ enum Command {
 
 struct PendingAppend {
     events: Vec<Event>,
+    chunk: Chunk,
     key: Option<IdempotencyKey>,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
@@ -97,16 +112,21 @@ impl SqliteStore {
             Err(TryLockError::Error(e)) => return Err(open_err(e.to_string())),
         }
         let path = dir.join("events.db");
-        let writer_conn = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
+        let mut writer_conn = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
         writer_conn
             .execute_batch(SCHEMA)
             .map_err(|e| open_err(e.to_string()))?;
+        migrate_event_rows(&mut writer_conn).map_err(|e| open_err(describe(&e)))?;
+        let next_seq = read_mark(&writer_conn)
+            .map_err(|e| open_err(e.to_string()))?
+            .max_seq
+            + 1;
         let reader = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
 
         let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
         let thread_err =
             |e: std::io::Error| open_err(format!("cannot start the writer threads: {e}"));
-        let state = Writer::new(writer_conn, feed).map_err(thread_err)?;
+        let state = Writer::new(writer_conn, next_seq, feed).map_err(thread_err)?;
         let writer = std::thread::Builder::new()
             .name("rta-writer".into())
             .spawn(move || state.run(rx))
@@ -146,13 +166,115 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(u64, Result<Event, String>)> {
-    let seq: i64 = row.get(0)?;
-    let ts: i64 = row.get(1)?;
-    let kind: String = row.get(2)?;
-    let source: String = row.get(3)?;
-    let vals: String = row.get(4)?;
-    Ok((seq as u64, Event::from_stored(ts, &kind, &source, &vals)))
+/// Where the store stands, from the database.
+fn read_mark(conn: &Connection) -> rusqlite::Result<StoreMark> {
+    let meta = |key: &str| -> rusqlite::Result<i64> {
+        conn.query_row(
+            "SELECT coalesce((SELECT value FROM meta WHERE key = ?1), 0)",
+            params![key],
+            |r| r.get(0),
+        )
+    };
+    // The newest row holds the highest seq; retention may have removed it.
+    let newest: i64 = conn.query_row(
+        "SELECT coalesce((SELECT last_seq FROM segments ORDER BY first_seq DESC LIMIT 1), 0)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(StoreMark {
+        deleted: meta("deleted")? as u64,
+        max_seq: newest.max(meta("deleted_seq")?) as u64,
+    })
+}
+
+/// Moves events from the one-row-per-event table of rta before 0.2 into
+/// segments, keeping their sequence numbers, in one transaction.
+fn migrate_event_rows(conn: &mut Connection) -> rusqlite::Result<()> {
+    let old: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old == 0 {
+        return Ok(());
+    }
+    tracing::info!("moving stored events into the segment layout (once)");
+    let tx = conn.transaction()?;
+    let mut moved = 0u64;
+    {
+        let mut insert = tx.prepare(INSERT_SEGMENT)?;
+        let mut flush = |first: u64, run: &mut Vec<Event>| -> rusqlite::Result<()> {
+            if !run.is_empty() {
+                insert_segment(&mut insert, first, &segment::encode(run))?;
+                moved += run.len() as u64;
+                run.clear();
+            }
+            Ok(())
+        };
+        let mut select =
+            tx.prepare("SELECT seq, ts, type, source, vals FROM events ORDER BY seq")?;
+        let mut rows = select.query([])?;
+        let (mut first, mut run) = (0u64, Vec::new());
+        while let Some(row) = rows.next()? {
+            let seq = row.get::<_, i64>(0)? as u64;
+            let event = Event::from_stored(
+                row.get(1)?,
+                &row.get::<_, String>(2)?,
+                &row.get::<_, String>(3)?,
+                &row.get::<_, String>(4)?,
+            );
+            let event = match event {
+                Ok(event) => event,
+                Err(reason) => {
+                    tracing::warn!(seq, %reason, "skipping an unreadable stored event");
+                    continue;
+                }
+            };
+            if first + run.len() as u64 != seq || run.len() == SEGMENT_EVENTS {
+                flush(first, &mut run)?;
+                first = seq;
+            }
+            run.push(event);
+        }
+        flush(first, &mut run)?;
+    }
+    // Sequence numbers continue after the highest ever handed out.
+    tx.execute(
+        "INSERT INTO meta (key, value)
+         SELECT 'deleted_seq', seq FROM sqlite_sequence WHERE name = 'events'
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        [],
+    )?;
+    tx.execute("DROP TABLE events", [])?;
+    tx.commit()?;
+    tracing::info!(events = moved, "stored events moved into segments");
+    Ok(())
+}
+
+const INSERT_SEGMENT: &str = "INSERT INTO segments (first_seq, last_seq, min_ts, max_ts, types, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+fn insert_segment(
+    insert: &mut rusqlite::Statement<'_>,
+    first_seq: u64,
+    chunk: &Chunk,
+) -> rusqlite::Result<()> {
+    insert.execute(params![
+        first_seq as i64,
+        (first_seq + chunk.count as u64 - 1) as i64,
+        chunk.min_ts,
+        chunk.max_ts,
+        chunk.types_column(),
+        chunk.data,
+    ])?;
+    Ok(())
+}
+
+/// Decodes a segment row, logging (not failing on) an unreadable one.
+fn decode_row(first_seq: i64, data: &[u8]) -> Vec<Event> {
+    segment::decode(data).unwrap_or_else(|reason| {
+        tracing::warn!(first_seq, %reason, "skipping an unreadable segment");
+        Vec::new()
+    })
 }
 
 #[async_trait]
@@ -162,9 +284,16 @@ impl Store for SqliteStore {
         events: Vec<Event>,
         key: Option<IdempotencyKey>,
     ) -> Result<Appended, StoreError> {
+        // Encoded here, on the request's own task, so requests encode in parallel.
+        let chunk = segment::encode(&events);
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Append(PendingAppend { events, key, reply }))
+            .send(Command::Append(PendingAppend {
+                events,
+                chunk,
+                key,
+                reply,
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -189,26 +318,30 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(move |conn| {
             let mut out = Vec::with_capacity(limit.min(1000));
-            let mut push = |row: (u64, Result<Event, String>)| {
-                if let (seq, Ok(event)) = row {
-                    out.push(StoredEvent { seq, event });
-                }
-            };
-            let columns = "SELECT seq, ts, type, source, vals FROM events";
-            match kind {
+            let newest_first = "SELECT first_seq, data FROM segments";
+            let mut stmt;
+            let mut rows = match &kind {
                 Some(kind) => {
-                    let mut stmt = conn.prepare_cached(&format!(
-                        "{columns} WHERE type = ?1 ORDER BY seq DESC LIMIT ?2"
+                    stmt = conn.prepare_cached(&format!(
+                        "{newest_first} WHERE instr(types, ?1) > 0 ORDER BY first_seq DESC"
                     ))?;
-                    for row in stmt.query_map(params![kind.as_str(), limit as i64], row_to_event)? {
-                        push(row?);
-                    }
+                    stmt.query(params![format!(",{kind},")])?
                 }
                 None => {
-                    let mut stmt =
-                        conn.prepare_cached(&format!("{columns} ORDER BY seq DESC LIMIT ?1"))?;
-                    for row in stmt.query_map(params![limit as i64], row_to_event)? {
-                        push(row?);
+                    stmt =
+                        conn.prepare_cached(&format!("{newest_first} ORDER BY first_seq DESC"))?;
+                    stmt.query([])?
+                }
+            };
+            while out.len() < limit {
+                let Some(row) = rows.next()? else { break };
+                let first_seq: i64 = row.get(0)?;
+                let data = row.get_ref(1)?.as_blob().unwrap_or_default();
+                let events = decode_row(first_seq, data);
+                for (i, event) in events.into_iter().enumerate().rev() {
+                    if out.len() < limit && kind.as_ref().is_none_or(|k| *k == event.kind) {
+                        let seq = first_seq as u64 + i as u64;
+                        out.push(StoredEvent { seq, event });
                     }
                 }
             }
@@ -217,53 +350,39 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn count(&self) -> Result<u64, StoreError> {
-        self.read(|conn| conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)))
-            .await
-            .map(|n| n as u64)
-    }
-
     fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError> {
         let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
         let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-        let mut stmt = conn
-            .prepare("SELECT seq, ts, type, source, vals FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+        let wanted = after_seq + 1;
+        // Start with the segment holding `wanted`, if any.
+        let start: i64 = conn
+            .query_row(
+                "SELECT coalesce((SELECT first_seq FROM segments WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1), 0)",
+                params![wanted as i64],
+                |r| r.get(0),
+            )
             .map_err(read)?;
-        let mut last = after_seq;
+        let mut stmt = conn
+            .prepare("SELECT first_seq, data FROM segments WHERE first_seq >= ?1 ORDER BY first_seq LIMIT ?2")
+            .map_err(read)?;
+        let mut from = start;
         let mut seen: u64 = 0;
         loop {
-            let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-            let mut first = None;
-            let rows = stmt
-                .query_map(params![last as i64, SCAN_CHUNK as i64], row_to_event)
-                .map_err(read)?;
+            let mut rows = stmt.query(params![from, SCAN_CHUNK as i64]).map_err(read)?;
             let mut rows_read = 0;
-            for row in rows {
-                let (seq, event) = row.map_err(read)?;
+            while let Some(row) = rows.next().map_err(read)? {
                 rows_read += 1;
-                // A gap in sequence numbers starts a new chunk, so every chunk
-                // stays contiguous for the subscriber.
-                if first.is_some_and(|f| f + chunk.len() as u64 != seq) {
-                    sink(first.unwrap_or(seq), &chunk);
-                    chunk.clear();
-                    first = None;
+                let first_seq: i64 = row.get(0).map_err(read)?;
+                let data = row.get_ref(1).map_err(read)?.as_blob().unwrap_or_default();
+                let events = decode_row(first_seq, data);
+                let skip = wanted.saturating_sub(first_seq as u64) as usize;
+                if skip < events.len() {
+                    sink(first_seq as u64 + skip as u64, &events[skip..]);
+                    seen += (events.len() - skip) as u64;
                 }
-                match event {
-                    Ok(event) => {
-                        first.get_or_insert(seq);
-                        chunk.push(event);
-                    }
-                    Err(reason) => {
-                        tracing::warn!(seq, %reason, "skipping an unreadable stored event")
-                    }
-                }
-                last = seq;
+                from = first_seq + 1;
             }
-            if let Some(f) = first {
-                sink(f, &chunk);
-            }
-            seen += rows_read;
-            if rows_read < SCAN_CHUNK as u64 {
+            if rows_read < SCAN_CHUNK {
                 return Ok(seen);
             }
         }
@@ -271,26 +390,7 @@ impl Store for SqliteStore {
 
     fn mark(&self) -> Result<StoreMark, StoreError> {
         let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
-        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-        let deleted: i64 = conn
-            .query_row(
-                "SELECT coalesce((SELECT value FROM meta WHERE key = 'deleted'), 0)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(read)?;
-        // The AUTOINCREMENT counter survives deleting the newest rows, unlike max(seq).
-        let max_seq: i64 = conn
-            .query_row(
-                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(read)?;
-        Ok(StoreMark {
-            deleted: deleted as u64,
-            max_seq: max_seq as u64,
-        })
+        read_mark(&conn).map_err(|e| StoreError::Read(e.to_string()))
     }
 
     async fn delete_before(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
@@ -304,9 +404,9 @@ impl Store for SqliteStore {
                 })
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            let deleted = answer.await.map_err(|_| StoreError::Closed)??;
+            let (deleted, segments) = answer.await.map_err(|_| StoreError::Closed)??;
             total += deleted;
-            if deleted < DELETE_CHUNK as u64 {
+            if segments < DELETE_CHUNK {
                 return Ok(total);
             }
         }
@@ -323,6 +423,8 @@ impl Store for SqliteStore {
 
 struct Writer {
     conn: Connection,
+    /// The sequence number the next stored event gets.
+    next_seq: u64,
     /// Hands committed batches to the publisher thread, which feeds the
     /// engine and the hub and then acknowledges: the next transaction is
     /// written while the previous one is being applied.
@@ -347,7 +449,7 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    fn new(conn: Connection, feed: Arc<Feed>) -> std::io::Result<Self> {
+    fn new(conn: Connection, next_seq: u64, feed: Arc<Feed>) -> std::io::Result<Self> {
         let (publish, committed) = std::sync::mpsc::sync_channel::<Committed>(2);
         let publisher = std::thread::Builder::new()
             .name("rta-publisher".into())
@@ -363,6 +465,7 @@ impl Writer {
             })?;
         Ok(Self {
             conn,
+            next_seq,
             publish: Some(publish),
             publisher: Some(publisher),
         })
@@ -445,20 +548,22 @@ impl Writer {
     }
 
     /// Inserts every pending request in one transaction, skipping those whose
-    /// idempotency key was stored before; new events get contiguous seqs.
+    /// idempotency key was stored before; new events get contiguous seqs and
+    /// share segment rows of up to [`SEGMENT_EVENTS`] events.
     fn insert(&mut self, pending: &[PendingAppend]) -> rusqlite::Result<Vec<Appended>> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(pending.len());
+        let mut seq = self.next_seq;
         {
-            let mut insert_event = tx.prepare_cached(
-                "INSERT INTO events (ts, type, source, vals) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut insert = tx.prepare_cached(INSERT_SEGMENT)?;
             let mut find_key =
                 tx.prepare_cached("SELECT first_seq, accepted, note FROM batches WHERE key = ?1")?;
             let mut insert_key = tx.prepare_cached(
                 "INSERT INTO batches (key, first_seq, accepted, note, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let now = Timestamp::now().millis();
+            // The row being filled: it starts at `row_first`.
+            let (mut row, mut row_first) = (Chunk::default(), seq);
             for request in pending {
                 if let Some(key) = &request.key {
                     let seen = find_key
@@ -475,17 +580,17 @@ impl Writer {
                         continue;
                     }
                 }
-                let mut first = None;
-                for event in &request.events {
-                    insert_event.execute(params![
-                        event.timestamp.millis(),
-                        event.kind.as_str(),
-                        &*event.source,
-                        event.values_json()
-                    ])?;
-                    first.get_or_insert(tx.last_insert_rowid());
+                let first_seq = seq;
+                if row.count > 0 && row.count + request.chunk.count > SEGMENT_EVENTS {
+                    insert_segment(&mut insert, row_first, &row)?;
+                    (row, row_first) = (Chunk::default(), seq);
                 }
-                let first_seq = first.unwrap_or(0) as u64;
+                if row.count == 0 {
+                    row = request.chunk.clone();
+                } else {
+                    row.extend(&request.chunk);
+                }
+                seq += request.chunk.count as u64;
                 if let Some(key) = &request.key {
                     insert_key.execute(params![
                         key.key,
@@ -497,29 +602,86 @@ impl Writer {
                 }
                 outcomes.push(Appended::Stored { first_seq });
             }
+            if row.count > 0 {
+                insert_segment(&mut insert, row_first, &row)?;
+            }
         }
         tx.commit()?;
+        self.next_seq = seq;
         Ok(outcomes)
     }
 
-    /// Deletes one chunk and counts it in `meta`, in one transaction.
-    fn delete_chunk(&mut self, cutoff: i64) -> Result<u64, StoreError> {
+    /// Removes the events older than `cutoff` from one chunk of segments and
+    /// counts them in `meta`, in one transaction. A segment entirely older
+    /// goes; one that straddles the cutoff is rewritten as the runs of its
+    /// events that stay, keeping their sequence numbers.
+    fn delete_chunk(&mut self, cutoff: i64) -> Result<(u64, usize), StoreError> {
         let write = |e: rusqlite::Error| StoreError::Write(describe(&e));
         let tx = self.conn.transaction().map_err(write)?;
-        let deleted = tx
-            .execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE ts < ?1 LIMIT ?2)",
-                params![cutoff, DELETE_CHUNK as i64],
-            )
-            .map_err(write)?;
+        let (mut deleted, mut deleted_seq, mut handled) = (0u64, 0u64, 0usize);
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT first_seq, last_seq, max_ts, data FROM segments WHERE min_ts < ?1 LIMIT ?2",
+                )
+                .map_err(write)?;
+            let mut remove = tx
+                .prepare_cached("DELETE FROM segments WHERE first_seq = ?1")
+                .map_err(write)?;
+            let mut insert = tx.prepare_cached(INSERT_SEGMENT).map_err(write)?;
+            let doomed: Vec<(i64, i64, i64, Vec<u8>)> = select
+                .query_map(params![cutoff, DELETE_CHUNK as i64], |r| {
+                    let max_ts: i64 = r.get(2)?;
+                    // Only a straddling segment needs its events.
+                    let data = if max_ts < cutoff {
+                        Vec::new()
+                    } else {
+                        r.get(3)?
+                    };
+                    Ok((r.get(0)?, r.get(1)?, max_ts, data))
+                })
+                .map_err(write)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(write)?;
+            for (first_seq, last_seq, max_ts, data) in doomed {
+                handled += 1;
+                remove.execute(params![first_seq]).map_err(write)?;
+                if max_ts < cutoff {
+                    deleted += (last_seq - first_seq + 1) as u64;
+                    deleted_seq = deleted_seq.max(last_seq as u64);
+                    continue;
+                }
+                let events = decode_row(first_seq, &data);
+                let mut run_start = None;
+                for (i, event) in events.iter().enumerate() {
+                    let seq = first_seq as u64 + i as u64;
+                    let keep = event.timestamp.millis() >= cutoff;
+                    if keep {
+                        run_start.get_or_insert(i);
+                    } else {
+                        deleted += 1;
+                        deleted_seq = deleted_seq.max(seq);
+                    }
+                    let run_ends = !keep || i + 1 == events.len();
+                    if let (true, Some(start)) = (run_ends, run_start) {
+                        let end = if keep { i + 1 } else { i };
+                        let run = segment::encode(&events[start..end]);
+                        insert_segment(&mut insert, first_seq as u64 + start as u64, &run)
+                            .map_err(write)?;
+                        run_start = None;
+                    }
+                }
+            }
+        }
         tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('deleted', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            params![deleted as i64],
+            "INSERT INTO meta (key, value) VALUES ('deleted', ?1), ('deleted_seq', ?2)
+             ON CONFLICT(key) DO UPDATE SET value =
+                 CASE key WHEN 'deleted' THEN value + excluded.value ELSE max(value, excluded.value) END",
+            params![deleted as i64, deleted_seq as i64],
         )
         .map_err(write)?;
         tx.commit().map_err(write)?;
-        Ok(deleted as u64)
+        Ok((deleted, handled))
     }
 }
 

@@ -18,13 +18,23 @@ fn stored_ids(dir: &std::path::Path) -> Vec<(u64, u64)> {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok", "the database is intact");
-    let mut stmt = conn.prepare("SELECT vals FROM events").unwrap();
-    stmt.query_map([], |r| r.get::<_, String>(0))
+    let mut stmt = conn.prepare("SELECT data FROM segments").unwrap();
+    let segments: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
         .unwrap()
-        .map(|v| {
-            let v: Value = serde_json::from_str(&v.unwrap()).unwrap();
-            (v["client"].as_u64().unwrap(), v["n"].as_u64().unwrap())
-        })
+        .map(Result::unwrap)
+        .collect();
+    let measure = |event: &rta::event::Event, name: &str| {
+        event
+            .measures()
+            .find(|(n, _)| *n == name)
+            .map(|(_, x)| x as u64)
+            .unwrap()
+    };
+    segments
+        .iter()
+        .flat_map(|data| rta::store::segment::decode(data).unwrap())
+        .map(|event| (measure(&event, "client"), measure(&event, "n")))
         .collect()
 }
 

@@ -5,6 +5,8 @@
 //! [`Limits`] and reports precisely which field was wrong and why; once an
 //! `Event` exists it is valid. This module knows nothing of HTTP or storage.
 
+mod fast;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -37,6 +39,14 @@ impl Timestamp {
     pub fn ago(age: std::time::Duration) -> Self {
         let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         Self(Self::now().0.saturating_sub(age).max(Self::MIN))
+    }
+
+    /// Unix seconds (below 1e11) or milliseconds, when finite and in range.
+    pub fn from_number(x: f64) -> Option<Self> {
+        let ms = if x.abs() < 1e11 { x * 1000.0 } else { x };
+        (Self::MIN as f64..=Self::MAX as f64)
+            .contains(&ms)
+            .then(|| Self(ms.round() as i64))
     }
 
     pub fn millis(self) -> i64 {
@@ -72,13 +82,11 @@ impl Timestamp {
                     .as_f64()
                     .filter(|x| x.is_finite())
                     .ok_or("is not a finite number")?;
-                let ms = if x.abs() < 1e11 { x * 1000.0 } else { x };
-                if !(Self::MIN as f64..=Self::MAX as f64).contains(&ms) {
-                    return Err(format!(
+                Self::from_number(x).ok_or_else(|| {
+                    format!(
                         "{n} is outside the supported range (Unix seconds or milliseconds from 1970 to 9999)"
-                    ));
-                }
-                Ok(Self(ms.round() as i64))
+                    )
+                })
             }
             other => Err(format!(
                 "must be an RFC 3339 string or a number of Unix seconds/milliseconds, got {}",
@@ -156,6 +164,19 @@ pub struct Limits {
     pub max_field_name_len: usize,
     pub max_string_len: usize,
     pub max_fields: usize,
+}
+
+impl Limits {
+    /// No limits: for events accepted before, under limits that may have changed.
+    pub fn unbounded() -> Self {
+        Self {
+            max_type_len: usize::MAX,
+            max_source_len: usize::MAX,
+            max_field_name_len: usize::MAX,
+            max_string_len: usize::MAX,
+            max_fields: usize::MAX,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -236,13 +257,7 @@ impl Event {
     ) -> Result<Self, String> {
         let timestamp = Timestamp::from_millis(ts_ms)
             .ok_or_else(|| format!("timestamp {ts_ms} out of range"))?;
-        let unbounded = Limits {
-            max_type_len: usize::MAX,
-            max_source_len: usize::MAX,
-            max_field_name_len: usize::MAX,
-            max_string_len: usize::MAX,
-            max_fields: usize::MAX,
-        };
+        let unbounded = Limits::unbounded();
         let kind = EventType::parse(kind, &unbounded)?;
         let map: Map<String, Json> =
             serde_json::from_str(values_json).map_err(|e| e.to_string())?;
@@ -300,7 +315,27 @@ impl EventError {
 
 /// Parses one event from its JSON text.
 pub fn parse_event_str(text: &str, limits: &Limits, now: Timestamp) -> Result<Event, EventError> {
-    let value: Json = serde_json::from_str(text).map_err(|e| EventError::Syntax(e.to_string()))?;
+    parse_event_text(
+        text.as_bytes(),
+        limits,
+        now,
+        &mut fast::TypeCache::default(),
+    )
+}
+
+/// Parses JSON text: the fast path for the usual valid event, and the
+/// precise one, which explains what is wrong, for everything else.
+fn parse_event_text(
+    text: &[u8],
+    limits: &Limits,
+    now: Timestamp,
+    types: &mut fast::TypeCache,
+) -> Result<Event, EventError> {
+    if let Some(event) = fast::parse(text, limits, now, types) {
+        return Ok(event);
+    }
+    let value: Json =
+        serde_json::from_slice(text).map_err(|e| EventError::Syntax(e.to_string()))?;
     parse_event(value, limits, now)
 }
 
@@ -526,8 +561,9 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
                 return Err(BodyError("the array holds no events".into()));
             }
             parsed.events.reserve(items.len());
+            let mut types = fast::TypeCache::default();
             for (index, item) in items.into_iter().enumerate() {
-                match parse_event_str(item.get(), limits, now) {
+                match parse_event_text(item.get().as_bytes(), limits, now, &mut types) {
                     Ok(event) => parsed.events.push(event),
                     Err(e) => parsed.rejected.push(Rejection {
                         index,
@@ -539,6 +575,10 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
             Ok(parsed)
         }
         Some(_) => {
+            if let Some(event) = fast::parse(body, limits, now, &mut fast::TypeCache::default()) {
+                parsed.events.push(event);
+                return Ok(parsed);
+            }
             let value: Json = serde_json::from_slice(body)
                 .map_err(|e| BodyError(format!("the body is not valid JSON: {e}")))?;
             match parse_event(value, limits, now) {
@@ -557,13 +597,12 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
 fn parse_ndjson_body(body: &[u8], limits: &Limits, now: Timestamp) -> Parsed {
     let mut parsed = Parsed::default();
     let mut index = 0;
+    let mut types = fast::TypeCache::default();
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let result = serde_json::from_slice::<Json>(line)
-            .map_err(|e| EventError::Syntax(e.to_string()))
-            .and_then(|v| parse_event(v, limits, now));
+        let result = parse_event_text(line, limits, now, &mut types);
         match result {
             Ok(event) => parsed.events.push(event),
             Err(e) => parsed.rejected.push(Rejection {
@@ -627,6 +666,41 @@ mod tests {
             e.values_json(),
             r#"{"amount":150,"region":"North America","units":5}"#
         );
+    }
+
+    #[test]
+    fn usual_events_take_the_fast_path_and_unusual_ones_the_precise_one() {
+        let fast = |text: &str| {
+            fast::parse(
+                text.as_bytes(),
+                &Limits::default(),
+                Timestamp(0),
+                &mut fast::TypeCache::default(),
+            )
+        };
+        let canonical = r#"{"timestamp": "2023-04-01T12:00:00Z", "source": "web-app", "type": "sales",
+            "values": {"amount": 150, "units": 5.5, "region": "North America", "ok": true, "n": {"x": null}}}"#;
+        assert_eq!(
+            fast(canonical),
+            parse_event_str(canonical, &Limits::default(), Timestamp(0)).ok()
+        );
+        assert!(fast(canonical).is_some());
+        // A key given twice: the precise path keeps the last, the fast path declines.
+        for text in [
+            r#"{"type":"a","values":{"x":{"b":1},"x":{"c":2}}}"#,
+            r#"{"type":"a","values":{"x":1},"values":{"y":2}}"#,
+            r#"{"type":"a","values":{"x":1,"x":{"c":2}}}"#,
+            r#"{"type":"a\u0062"}"#,
+            r#"{"type":"a","values":{"x":[1]}}"#,
+        ] {
+            assert_eq!(fast(text), None, "{text}");
+        }
+        let last_wins = parse_event_str(
+            r#"{"type":"a","values":{"x":{"b":1},"x":{"c":2}}}"#,
+            &Limits::default(),
+            Timestamp(0),
+        );
+        assert_eq!(last_wins.unwrap().values_json(), r#"{"x.c":2}"#);
     }
 
     #[test]
@@ -803,6 +877,62 @@ mod tests {
             })
         }
 
+        /// Objects that are often valid events, and often almost.
+        fn event_like() -> impl Strategy<Value = Json> {
+            let name = prop_oneof![
+                Just("a".to_string()),
+                Just("b".to_string()),
+                "[a-c.]{0,8}",
+                ".{0,3}"
+            ];
+            let values = prop::collection::btree_map(name, json_value(), 0..6)
+                .prop_map(|m| Json::Object(m.into_iter().collect()))
+                .boxed();
+            (
+                prop_oneof![
+                    Just(json!("sales")),
+                    Just(json!("a.b-c_1")),
+                    Just(json!("bad type")),
+                    Just(json!(5))
+                ],
+                prop_oneof![
+                    Just(Json::Null),
+                    values.clone(),
+                    prop::collection::btree_map("[ab]", values, 0..3)
+                        .prop_map(|m| Json::Object(m.into_iter().collect()))
+                ],
+                prop_oneof![
+                    Just(Json::Null),
+                    Just(json!("2023-04-01T12:00:00.5+02:00")),
+                    Just(json!("2023-04-01")),
+                    any::<i64>().prop_map(|x| json!(x)),
+                    (-1e14f64..1e14).prop_map(|x| json!(x))
+                ],
+                prop_oneof![
+                    Just(Json::Null),
+                    Just(json!("")),
+                    Just(json!("web")),
+                    Just(json!("a\u{1}")),
+                    Just(json!("long-source"))
+                ],
+                any::<u8>(),
+            )
+                .prop_map(|(kind, values, timestamp, source, mask)| {
+                    let mut object = serde_json::Map::new();
+                    for (bit, key, value) in [
+                        (1, "type", kind),
+                        (2, "values", values),
+                        (4, "timestamp", timestamp),
+                        (8, "source", source),
+                    ] {
+                        if mask & bit != 0 || key == "type" && mask & 16 != 0 {
+                            object.insert(key.into(), value);
+                        }
+                    }
+                    Json::Object(object)
+                })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -811,6 +941,17 @@ mod tests {
                 let limits = Limits::default();
                 let _ = parse_body(&bytes, BodyFormat::Json, &limits, Timestamp(0));
                 let _ = parse_body(&bytes, BodyFormat::Ndjson, &limits, Timestamp(0));
+            }
+
+            #[test]
+            fn the_fast_path_agrees_with_the_precise_one(value in prop_oneof![json_value(), event_like()]) {
+                let limits = Limits { max_fields: 4, max_string_len: 6, max_field_name_len: 6, ..Limits::default() };
+                let text = serde_json::to_string(&value).unwrap();
+                let precise = parse_event(value, &limits, Timestamp(0));
+                let fast = fast::parse(text.as_bytes(), &limits, Timestamp(0), &mut fast::TypeCache::default());
+                if let Some(event) = fast {
+                    prop_assert_eq!(Ok(event), precise);
+                }
             }
 
             #[test]

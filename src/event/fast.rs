@@ -1,0 +1,338 @@
+//! The fast path of parsing: JSON text straight into an [`Event`], without
+//! building a `serde_json::Value` first.
+//!
+//! It accepts exactly what the precise path in the parent module accepts,
+//! and gives up (returns `None`) on anything unusual: an invalid event,
+//! escaped keys, a key given twice. The caller then runs the precise path,
+//! which decides and explains. So this module never has to word an error.
+
+use std::fmt;
+
+use chrono::DateTime;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use super::{Event, EventType, Limits, Timestamp, Value};
+
+/// Event types met while parsing one body, so each is checked and allocated once.
+#[derive(Default)]
+pub struct TypeCache {
+    types: Vec<EventType>,
+}
+
+/// Types remembered per body; a body with more distinct types still parses.
+const CACHED_TYPES: usize = 16;
+
+impl TypeCache {
+    fn get(&mut self, s: &str, limits: &Limits) -> Option<EventType> {
+        if let Some(kind) = self.types.iter().find(|k| k.as_str() == s) {
+            return Some(kind.clone());
+        }
+        let kind = EventType::parse(s, limits).ok()?;
+        if self.types.len() < CACHED_TYPES {
+            self.types.push(kind.clone());
+        }
+        Some(kind)
+    }
+}
+
+/// Parses one event from JSON text, or `None` when the precise path must decide.
+pub fn parse(text: &[u8], limits: &Limits, now: Timestamp, types: &mut TypeCache) -> Option<Event> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let event = EventSeed { limits, now, types }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(event)
+}
+
+/// Any error: its text is never shown, the precise path words the real one.
+#[derive(Debug)]
+struct GiveUp;
+
+fn give_up<E: de::Error>() -> E {
+    E::custom(GiveUp)
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not on the fast path")
+    }
+}
+
+struct EventSeed<'a> {
+    limits: &'a Limits,
+    now: Timestamp,
+    types: &'a mut TypeCache,
+}
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = Event;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventSeed<'_> {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        let (mut timestamp, mut source, mut kind, mut values) = (None, None, None, None);
+        // A key given twice means "the last one wins" on the precise path: leave it to that.
+        let mut seen = [false; 4];
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let slot = match key {
+                "timestamp" => 0,
+                "source" => 1,
+                "type" => 2,
+                "values" => 3,
+                _ => return Err(give_up()),
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(give_up());
+            }
+            match slot {
+                0 => timestamp = map.next_value_seed(TimestampSeed)?,
+                1 => source = map.next_value_seed(SourceSeed(self.limits))?,
+                2 => {
+                    let s = map.next_value::<&'de str>()?;
+                    kind = Some(self.types.get(s, self.limits).ok_or_else(give_up)?);
+                }
+                _ => {
+                    let mut out = Vec::new();
+                    map.next_value_seed(ValuesSeed {
+                        prefix: "",
+                        limits: self.limits,
+                        out: &mut out,
+                    })?;
+                    values = Some(out);
+                }
+            }
+        }
+        let kind = kind.ok_or_else(give_up)?;
+        let mut values = values.unwrap_or_default();
+        values.sort_by(|a, b| a.0.cmp(&b.0));
+        if values.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(give_up());
+        }
+        Ok(Event {
+            timestamp: timestamp.unwrap_or(self.now),
+            source: source.unwrap_or_else(|| "unknown".into()),
+            kind,
+            values,
+        })
+    }
+}
+
+/// `timestamp`: an RFC 3339 string, Unix seconds or milliseconds, or null.
+struct TimestampSeed;
+
+impl<'de> DeserializeSeed<'de> for TimestampSeed {
+    type Value = Option<Timestamp>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TimestampSeed {
+    type Value = Option<Timestamp>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a timestamp")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        let parsed = DateTime::parse_from_rfc3339(s).map_err(|_| give_up())?;
+        Timestamp::from_millis(parsed.timestamp_millis())
+            .map(Some)
+            .ok_or_else(give_up)
+    }
+
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<Self::Value, E> {
+        Timestamp::from_number(x).map(Some).ok_or_else(give_up)
+    }
+
+    fn visit_u64<E: de::Error>(self, x: u64) -> Result<Self::Value, E> {
+        self.visit_f64(x as f64)
+    }
+
+    fn visit_i64<E: de::Error>(self, x: i64) -> Result<Self::Value, E> {
+        self.visit_f64(x as f64)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// `source`: a string or null.
+struct SourceSeed<'a>(&'a Limits);
+
+impl<'de> DeserializeSeed<'de> for SourceSeed<'_> {
+    type Value = Option<Box<str>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SourceSeed<'_> {
+    type Value = Option<Box<str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a source")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        if longer_than(s, self.0.max_source_len) || s.chars().any(char::is_control) {
+            return Err(give_up());
+        }
+        Ok(Some(if s.is_empty() { "unknown" } else { s }.into()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// More than `max` characters? Counts only when the bytes could be.
+fn longer_than(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
+/// `values` (or an object nested in it), flattened into dotted names.
+struct ValuesSeed<'a, 'o> {
+    prefix: &'a str,
+    limits: &'a Limits,
+    out: &'o mut Vec<(Box<str>, Value)>,
+}
+
+impl<'de> DeserializeSeed<'de> for ValuesSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of values")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys: Vec<&'de str> = Vec::new();
+        while let Some(key) = map.next_key::<&'de str>()? {
+            keys.push(key);
+            let name = if self.prefix.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", self.prefix)
+            };
+            if name.is_empty()
+                || longer_than(&name, self.limits.max_field_name_len)
+                || name.chars().any(char::is_control)
+            {
+                return Err(give_up());
+            }
+            let value = map.next_value_seed(FieldSeed {
+                name: &name,
+                limits: self.limits,
+                out: self.out,
+            })?;
+            if let Some(value) = value {
+                if self.out.len() == self.limits.max_fields {
+                    return Err(give_up());
+                }
+                self.out.push((name.into(), value));
+            }
+        }
+        // A key given twice at one level: the precise path keeps the last.
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return Err(give_up());
+        }
+        Ok(())
+    }
+}
+
+/// One value: a measure, a dimension, nothing (null) or a nested object
+/// (whose fields it adds to `out` itself).
+struct FieldSeed<'a, 'o> {
+    name: &'a str,
+    limits: &'a Limits,
+    out: &'o mut Vec<(Box<str>, Value)>,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_f64<E: de::Error>(self, x: f64) -> Result<Self::Value, E> {
+        if !x.is_finite() {
+            return Err(give_up());
+        }
+        Ok(Some(Value::Measure(x)))
+    }
+
+    fn visit_u64<E: de::Error>(self, x: u64) -> Result<Self::Value, E> {
+        Ok(Some(Value::Measure(x as f64)))
+    }
+
+    fn visit_i64<E: de::Error>(self, x: i64) -> Result<Self::Value, E> {
+        Ok(Some(Value::Measure(x as f64)))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        if longer_than(s, self.limits.max_string_len) {
+            return Err(give_up());
+        }
+        Ok(Some(Value::Dimension(s.into())))
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Some(Value::Dimension(
+            if b { "true" } else { "false" }.into(),
+        )))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        ValuesSeed {
+            prefix: self.name,
+            limits: self.limits,
+            out: self.out,
+        }
+        .visit_map(map)?;
+        Ok(None)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // Arrays are rejected; drain it so the error is ours, then give up.
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Err(give_up())
+    }
+}
