@@ -14,7 +14,7 @@ pub mod stats;
 pub use stats::Basic;
 pub mod topk;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use ring::Ring;
@@ -108,6 +108,9 @@ impl Default for EngineConfig {
 /// One time-series slot: per type the count and per measure the basics.
 type SeriesSlot = HashMap<EventType, SeriesPoint>;
 
+/// Maps keyed by bounded sets (types, tracked values): a fast hash, seeded per process.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SeriesPoint {
     count: u64,
@@ -121,7 +124,11 @@ impl SeriesPoint {
             let Some((key, _)) = summary.measures.get_key_value(name) else {
                 continue;
             };
-            match self.measures.iter_mut().find(|(n, _)| n == key) {
+            match self
+                .measures
+                .iter_mut()
+                .find(|(n, _)| Arc::ptr_eq(n, key) || n == key)
+            {
                 Some((_, b)) => b.add(x),
                 None => {
                     let mut b = Basic::default();
@@ -262,13 +269,24 @@ impl Engine {
                     }
                 }
             }
-            let tracked = &state.all_time;
+            // The group's series, per second, then each second into both rings.
+            let mut per_second: Vec<(i64, SeriesPoint)> = Vec::new();
             for &i in &group {
                 let event = &events[i];
-                let ts = event.timestamp.millis();
+                let second = event.timestamp.millis().div_euclid(SECOND) * SECOND;
+                let at = match per_second.iter().rposition(|(s, _)| *s == second) {
+                    Some(at) => at,
+                    None => {
+                        per_second.push((second, SeriesPoint::default()));
+                        per_second.len() - 1
+                    }
+                };
+                per_second[at].1.add(event, &state.all_time);
+            }
+            for (second, point) in &per_second {
                 for ring in [&mut self.seconds, &mut self.minutes] {
-                    if let Some(slot) = ring.slot_mut(ts, now) {
-                        slot.entry(kind.clone()).or_default().add(event, tracked);
+                    if let Some(slot) = ring.slot_mut(*second, now) {
+                        merge_point(slot.entry(kind.clone()).or_default(), point);
                     }
                 }
             }
@@ -435,7 +453,7 @@ impl Engine {
             max_fields: usize::MAX,
             top_values: self.config.top_values,
         };
-        let mut merged: HashMap<EventType, TypeSummary> = HashMap::new();
+        let mut merged: HashMap<EventType, TypeSummary> = HashMap::default();
         for (_, slot) in ring.range(ring.index_of(now - window + 1), ring.index_of(now)) {
             for (kind, summary) in slot {
                 merged
@@ -455,7 +473,7 @@ impl Engine {
         } else {
             &self.minutes
         };
-        let mut merged: HashMap<EventType, SeriesPoint> = HashMap::new();
+        let mut merged: HashMap<EventType, SeriesPoint> = HashMap::default();
         for (_, slot) in ring.range(ring.index_of(now - window + 1), ring.index_of(now)) {
             for (kind, point) in slot {
                 merge_point(merged.entry(kind.clone()).or_default(), point);

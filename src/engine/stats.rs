@@ -116,7 +116,12 @@ pub struct GroupStats {
 
 impl GroupStats {
     fn add(&mut self, name: &Arc<str>, x: f64) {
-        match self.measures.iter_mut().find(|(n, _)| n == name) {
+        // Names are interned: the pointer check settles almost every lookup.
+        match self
+            .measures
+            .iter_mut()
+            .find(|(n, _)| Arc::ptr_eq(n, name) || n == name)
+        {
             Some((_, b)) => b.add(x),
             None => {
                 let mut b = Basic::default();
@@ -177,7 +182,17 @@ impl TypeSummary {
                 self.measures.insert(names.intern(name), stats);
             }
         }
+        let measures = &self.measures;
+        // The event's tracked measures, looked up once for all its dimensions.
+        let mut tracked: Vec<(&Arc<str>, f64)> = Vec::new();
         for (name, value) in event.dimensions() {
+            if tracked.is_empty() {
+                tracked.extend(
+                    event
+                        .measures()
+                        .filter_map(|(n, x)| Some((measures.get_key_value(n)?.0, x))),
+                );
+            }
             let top = match self.dimensions.get_mut(name) {
                 Some(top) => top,
                 None if room > 0 => {
@@ -189,11 +204,9 @@ impl TypeSummary {
                 None => continue,
             };
             let group = top.observe(value);
-            for (measure, x) in event.measures() {
-                // Only measures tracked for the type, so groups stay bounded too.
-                if let Some((key, _)) = self.measures.get_key_value(measure) {
-                    group.add(key, x);
-                }
+            // Only measures tracked for the type, so groups stay bounded too.
+            for (key, x) in &tracked {
+                group.add(key, *x);
             }
         }
     }

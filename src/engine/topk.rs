@@ -6,7 +6,7 @@
 //! guaranteed to be present, and reported counts overestimate by at most
 //! `error`. Memory is bounded whatever the number of distinct values.
 
-use std::collections::HashMap;
+use super::HashMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,7 @@ impl<T: Default> TopK<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             total: 0,
         }
     }

@@ -36,8 +36,9 @@ impl TypeCache {
 }
 
 /// Parses one event from JSON text, or `None` when the precise path must decide.
-pub fn parse(text: &[u8], limits: &Limits, now: Timestamp, types: &mut TypeCache) -> Option<Event> {
-    let mut de = serde_json::Deserializer::from_slice(text);
+pub fn parse(text: &str, limits: &Limits, now: Timestamp, types: &mut TypeCache) -> Option<Event> {
+    // From text already known to be UTF-8, strings are not checked again.
+    let mut de = serde_json::Deserializer::from_str(text);
     let event = EventSeed { limits, now, types }.deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(event)
@@ -203,6 +204,10 @@ fn longer_than(s: &str, max: usize) -> bool {
     s.len() > max && s.chars().count() > max
 }
 
+/// Keys per level remembered for the check for repeated keys; a larger
+/// level holding a null or an object goes to the precise path.
+const CHECKED_KEYS: usize = 16;
+
 /// `values` (or an object nested in it), flattened into dotted names.
 struct ValuesSeed<'a, 'o> {
     prefix: &'a str,
@@ -230,9 +235,15 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys: Vec<&'de str> = Vec::new();
+        // Given twice, a key whose value is null or an object would not show
+        // up as a repeated name after flattening: such levels are checked.
+        let mut keys: [&'de str; CHECKED_KEYS] = [""; CHECKED_KEYS];
+        let (mut n, mut check_keys) = (0, false);
         while let Some(key) = map.next_key::<&'de str>()? {
-            keys.push(key);
+            if let Some(slot) = keys.get_mut(n) {
+                *slot = key;
+            }
+            n += 1;
             let name = if self.prefix.is_empty() {
                 key.to_owned()
             } else {
@@ -249,17 +260,26 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
                 limits: self.limits,
                 out: self.out,
             })?;
-            if let Some(value) = value {
-                if self.out.len() == self.limits.max_fields {
-                    return Err(give_up());
+            match value {
+                Some(value) => {
+                    if self.out.len() == self.limits.max_fields {
+                        return Err(give_up());
+                    }
+                    self.out.push((name.into(), value));
                 }
-                self.out.push((name.into(), value));
+                None => check_keys = true,
             }
         }
         // A key given twice at one level: the precise path keeps the last.
-        keys.sort_unstable();
-        if keys.windows(2).any(|w| w[0] == w[1]) {
-            return Err(give_up());
+        if check_keys {
+            if n > CHECKED_KEYS {
+                return Err(give_up());
+            }
+            let keys = &mut keys[..n];
+            keys.sort_unstable();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                return Err(give_up());
+            }
         }
         Ok(())
     }

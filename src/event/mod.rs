@@ -315,18 +315,13 @@ impl EventError {
 
 /// Parses one event from its JSON text.
 pub fn parse_event_str(text: &str, limits: &Limits, now: Timestamp) -> Result<Event, EventError> {
-    parse_event_text(
-        text.as_bytes(),
-        limits,
-        now,
-        &mut fast::TypeCache::default(),
-    )
+    parse_event_text(text, limits, now, &mut fast::TypeCache::default())
 }
 
 /// Parses JSON text: the fast path for the usual valid event, and the
 /// precise one, which explains what is wrong, for everything else.
 fn parse_event_text(
-    text: &[u8],
+    text: &str,
     limits: &Limits,
     now: Timestamp,
     types: &mut fast::TypeCache,
@@ -334,8 +329,7 @@ fn parse_event_text(
     if let Some(event) = fast::parse(text, limits, now, types) {
         return Ok(event);
     }
-    let value: Json =
-        serde_json::from_slice(text).map_err(|e| EventError::Syntax(e.to_string()))?;
+    let value: Json = serde_json::from_str(text).map_err(|e| EventError::Syntax(e.to_string()))?;
     parse_event(value, limits, now)
 }
 
@@ -563,7 +557,7 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
             parsed.events.reserve(items.len());
             let mut types = fast::TypeCache::default();
             for (index, item) in items.into_iter().enumerate() {
-                match parse_event_text(item.get().as_bytes(), limits, now, &mut types) {
+                match parse_event_text(item.get(), limits, now, &mut types) {
                     Ok(event) => parsed.events.push(event),
                     Err(e) => parsed.rejected.push(Rejection {
                         index,
@@ -575,7 +569,10 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
             Ok(parsed)
         }
         Some(_) => {
-            if let Some(event) = fast::parse(body, limits, now, &mut fast::TypeCache::default()) {
+            let fast = std::str::from_utf8(body)
+                .ok()
+                .and_then(|text| fast::parse(text, limits, now, &mut fast::TypeCache::default()));
+            if let Some(event) = fast {
                 parsed.events.push(event);
                 return Ok(parsed);
             }
@@ -598,11 +595,16 @@ fn parse_ndjson_body(body: &[u8], limits: &Limits, now: Timestamp) -> Parsed {
     let mut parsed = Parsed::default();
     let mut index = 0;
     let mut types = fast::TypeCache::default();
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let mut line = |i: usize, text: Option<&str>, bytes: &[u8]| {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
         }
-        let result = parse_event_text(line, limits, now, &mut types);
+        let result = match text {
+            Some(text) => parse_event_text(text, limits, now, &mut types),
+            None => serde_json::from_slice::<Json>(bytes)
+                .map_err(|e| EventError::Syntax(e.to_string()))
+                .and_then(|v| parse_event(v, limits, now)),
+        };
         match result {
             Ok(event) => parsed.events.push(event),
             Err(e) => parsed.rejected.push(Rejection {
@@ -612,6 +614,20 @@ fn parse_ndjson_body(body: &[u8], limits: &Limits, now: Timestamp) -> Parsed {
             }),
         }
         index += 1;
+    };
+    // Checked as UTF-8 once for the whole body; a body that is not is taken
+    // line by line, so only its bad lines are rejected.
+    match std::str::from_utf8(body) {
+        Ok(text) => {
+            for (i, l) in text.split('\n').enumerate() {
+                line(i, Some(l), l.as_bytes());
+            }
+        }
+        Err(_) => {
+            for (i, l) in body.split(|b| *b == b'\n').enumerate() {
+                line(i, std::str::from_utf8(l).ok(), l);
+            }
+        }
     }
     parsed
 }
@@ -672,7 +688,7 @@ mod tests {
     fn usual_events_take_the_fast_path_and_unusual_ones_the_precise_one() {
         let fast = |text: &str| {
             fast::parse(
-                text.as_bytes(),
+                text,
                 &Limits::default(),
                 Timestamp(0),
                 &mut fast::TypeCache::default(),
@@ -948,7 +964,7 @@ mod tests {
                 let limits = Limits { max_fields: 4, max_string_len: 6, max_field_name_len: 6, ..Limits::default() };
                 let text = serde_json::to_string(&value).unwrap();
                 let precise = parse_event(value, &limits, Timestamp(0));
-                let fast = fast::parse(text.as_bytes(), &limits, Timestamp(0), &mut fast::TypeCache::default());
+                let fast = fast::parse(&text, &limits, Timestamp(0), &mut fast::TypeCache::default());
                 if let Some(event) = fast {
                     prop_assert_eq!(Ok(event), precise);
                 }

@@ -66,20 +66,32 @@ impl Recent {
 
     fn add(&mut self, batch: &CommittedBatch) {
         let n = batch.events.len();
-        let mut per_type: HashMap<&EventType, usize> = HashMap::new();
-        for e in &batch.events {
-            *per_type.entry(&e.kind).or_default() += 1;
-        }
-        let mut seen: HashMap<&EventType, usize> = HashMap::new();
-        for (i, event) in batch.events.iter().enumerate() {
-            let nth = seen.entry(&event.kind).or_default();
-            *nth += 1;
-            // Only events that will still be among the latest are copied.
-            let keep_typed = per_type[&event.kind] - *nth < RECENT_EVENTS;
-            let keep_all = n - i <= RECENT_EVENTS;
-            if !keep_typed && !keep_all {
-                continue;
+        // Newest first, counting per type how many newer ones were seen: only
+        // events that will still be among the latest are copied. A batch
+        // holds few types, so a short list beats hashing every event.
+        let mut newer: Vec<(&EventType, usize)> = Vec::new();
+        let mut keep = Vec::new();
+        for (i, event) in batch.events.iter().enumerate().rev() {
+            let at = match newer.iter().position(|(k, _)| *k == &event.kind) {
+                Some(at) => Some(at),
+                None if newer.len() < RECENT_TYPES => {
+                    newer.push((&event.kind, 0));
+                    Some(newer.len() - 1)
+                }
+                // Beyond the types kept apart: copied, the ring bounds them anyway.
+                None => None,
+            };
+            let keep_typed = at.is_none_or(|at| newer[at].1 < RECENT_EVENTS);
+            if let Some(at) = at {
+                newer[at].1 += 1;
             }
+            let keep_all = n - i <= RECENT_EVENTS;
+            if keep_typed || keep_all {
+                keep.push((i, keep_typed, keep_all));
+            }
+        }
+        for (i, keep_typed, keep_all) in keep.into_iter().rev() {
+            let event = &batch.events[i];
             let stored = StoredEvent {
                 seq: batch.first_seq + i as u64,
                 event: event.clone(),

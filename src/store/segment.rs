@@ -16,7 +16,7 @@
 //! room), or `i` for the dictionary's `i`-th string. Repeated names, types,
 //! sources and dimension values cost a byte or two each.
 
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::event::{Event, EventType, Limits, Timestamp, Value};
 
@@ -89,7 +89,7 @@ pub fn encode(events: &[Event]) -> Chunk {
     out.push(VERSION);
     put_varint(&mut out, events.len() as u64);
     put_varint(&mut out, zigzag(min_ts));
-    let mut dict: HashMap<&str, u64> = HashMap::new();
+    let mut dict: HashMap<&str, u64> = HashMap::default();
     let mut types: Vec<EventType> = Vec::new();
     for event in events {
         put_varint(&mut out, (event.timestamp.millis() - min_ts) as u64);
