@@ -9,6 +9,7 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -423,6 +424,9 @@ impl Store for SqliteStore {
 
 struct Writer {
     conn: Connection,
+    feed: Arc<Feed>,
+    /// Commits handed to the publisher thread and not yet delivered.
+    in_flight: Arc<AtomicUsize>,
     /// The sequence number the next stored event gets.
     next_seq: u64,
     /// Hands committed batches to the publisher thread, which feeds the
@@ -438,6 +442,21 @@ struct Committed {
     replies: Vec<(oneshot::Sender<Result<Appended, StoreError>>, Appended)>,
 }
 
+impl Committed {
+    fn deliver(self, feed: &Feed) {
+        if let Some(batch) = &self.batch {
+            feed.publish(batch);
+        }
+        for (reply, outcome) in self.replies {
+            let _ = reply.send(Ok(outcome));
+        }
+    }
+}
+
+/// Commits of at most this many events are published by the writer itself
+/// when the publisher is idle.
+const INLINE_PUBLISH_EVENTS: usize = 256;
+
 impl Drop for Writer {
     fn drop(&mut self) {
         // Everything committed is published and acknowledged before the writer is gone.
@@ -451,24 +470,42 @@ impl Drop for Writer {
 impl Writer {
     fn new(conn: Connection, next_seq: u64, feed: Arc<Feed>) -> std::io::Result<Self> {
         let (publish, committed) = std::sync::mpsc::sync_channel::<Committed>(2);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (publisher_feed, publisher_in_flight) = (feed.clone(), in_flight.clone());
         let publisher = std::thread::Builder::new()
             .name("rta-publisher".into())
             .spawn(move || {
-                for Committed { batch, replies } in committed {
-                    if let Some(batch) = batch {
-                        feed.publish(&batch);
-                    }
-                    for (reply, outcome) in replies {
-                        let _ = reply.send(Ok(outcome));
-                    }
+                for committed in committed {
+                    committed.deliver(&publisher_feed);
+                    publisher_in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
             })?;
         Ok(Self {
             conn,
             next_seq,
+            feed,
+            in_flight,
             publish: Some(publish),
             publisher: Some(publisher),
         })
+    }
+
+    /// Publishes and acknowledges a commit: a small one at once, here, when
+    /// nothing is waiting for the publisher (which saves a thread hop per
+    /// commit); otherwise on the publisher thread, in commit order.
+    fn deliver(&self, committed: Committed) {
+        let events = committed.batch.as_ref().map_or(0, |b| b.events.len());
+        if events <= INLINE_PUBLISH_EVENTS && self.in_flight.load(Ordering::Acquire) == 0 {
+            committed.deliver(&self.feed);
+            return;
+        }
+        if let Some(publish) = &self.publish {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            if let Err(unsent) = publish.send(committed) {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                unsent.0.deliver(&self.feed);
+            }
+        }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -533,9 +570,7 @@ impl Writer {
                     replies.push((request.reply, outcome));
                 }
                 let batch = first_seq.map(|first_seq| CommittedBatch { first_seq, events });
-                if let Some(publish) = &self.publish {
-                    let _ = publish.send(Committed { batch, replies });
-                }
+                self.deliver(Committed { batch, replies });
             }
             Err(e) => {
                 let reason = describe(&e);

@@ -129,5 +129,78 @@ async fn retention_deletes_old_events_and_metrics_follow() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let (_, events) = server.get("/api/events?limit=1000").await;
-    assert_eq!(events.as_array().unwrap().len(), 10);
+    // The kept events shared a stored segment with the deleted ones: they keep their seqs.
+    let seqs: Vec<u64> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (101..=110).rev().collect::<Vec<_>>());
+    // After a restart, new events continue after the highest seq ever given.
+    let server = TestServer::start_in(server.stop(), &["--retention", "1m"]).await;
+    let (_, report) = server
+        .ingest(&json!({"type": "fresh", "values": {"v": 1}}))
+        .await;
+    assert_eq!(report["firstSeq"], 111);
+}
+
+/// A data directory written by rta 0.1 (one row per event) is moved to the
+/// segment layout at start-up, keeping every event and its seq.
+#[tokio::test]
+async fn a_data_directory_of_the_old_layout_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL,
+                 type TEXT NOT NULL, source TEXT NOT NULL, vals TEXT NOT NULL);
+             CREATE INDEX events_by_type ON events(type, seq);
+             CREATE TABLE batches (key TEXT PRIMARY KEY, first_seq INTEGER NOT NULL,
+                 accepted INTEGER NOT NULL, note TEXT NOT NULL, created INTEGER NOT NULL);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )
+        .unwrap();
+        let ts = chrono::Utc::now().timestamp_millis();
+        for i in 1..=5000i64 {
+            let kind = ["sales", "users"][i as usize % 2];
+            conn.execute(
+                "INSERT INTO events (ts, type, source, vals) VALUES (?1, ?2, 'old', ?3)",
+                rusqlite::params![ts, kind, format!(r#"{{"amount":{i},"region":"EU"}}"#)],
+            )
+            .unwrap();
+        }
+        // Retention had removed some: a gap in the middle and the newest ten.
+        conn.execute(
+            "DELETE FROM events WHERE seq BETWEEN 100 AND 199 OR seq > 4990",
+            [],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO meta VALUES ('deleted', 110)", [])
+            .unwrap();
+    }
+    let server = TestServer::start_in(dir, &[]).await;
+    let m = server.metrics("").await;
+    assert_eq!(m["totalEvents"], 4890);
+    assert_eq!(m["eventsByType"], json!({"sales": 2445, "users": 2445}));
+    let (_, newest) = server.get("/api/events?limit=2&type=sales").await;
+    assert_eq!(newest[0]["seq"], 4990);
+    assert_eq!(newest[0]["values"], json!({"amount": 4990, "region": "EU"}));
+    assert_eq!(newest[1]["seq"], 4988);
+    // Seqs go on after the highest one 0.1 handed out, deleted or not.
+    let (_, report) = server
+        .ingest(&json!({"type": "sales", "values": {"amount": 1}}))
+        .await;
+    assert_eq!(report["firstSeq"], 5001);
+    let dir = server.stop();
+    let conn = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the old table is gone");
 }
