@@ -42,7 +42,7 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l max-connections -d 'Op
 complete -c rta -n "__fish_rta_using_subcommand serve" -l request-timeout -d 'Close a connection whose request does not arrive in full this long after its first byte' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l idle-timeout -d 'Close connections with no traffic for this long' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-body -d 'Largest request body accepted, after decompression, such as 16MiB' -r
-complete -c rta -n "__fish_rta_using_subcommand serve" -l push-interval -d 'How often WebSocket clients get updates at most, such as 250ms' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l push-interval -d 'How often WebSocket clients get updates at most, such as 200ms' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-type-len -d 'Longest event type name' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-source-len -d 'Longest source' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-field-name-len -d 'Longest field name (after flattening nested objects)' -r

@@ -265,8 +265,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RTA_MAX_BODY", default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_body: usize,
 
-    /// How often WebSocket clients get updates at most, such as 250ms.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    /// How often WebSocket clients get updates at most, such as 200ms.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration, value_name = "DURATION")]
     pub push_interval: Duration,
 
     #[command(flatten)]

@@ -198,7 +198,8 @@ impl Api {
         body: IngestBody,
         key: Option<String>,
     ) -> IngestResponse {
-        match self.ingest_inner(req, body, key).await {
+        // Boxed: a small future for the layers above to move around.
+        match Box::pin(self.ingest_inner(req, body, key)).await {
             Ok(report) => IngestResponse::Ok(Json(report)),
             Err(e) => e.into(),
         }

@@ -53,7 +53,8 @@ impl<A: Acceptor> Acceptor for GuardedAcceptor<A> {
             inner: io,
             _permit: permit,
             timeout: self.request_timeout,
-            deadline: None,
+            deadline: Box::pin(tokio::time::sleep(self.request_timeout)),
+            armed: false,
         };
         Ok((stream, local, remote, scheme))
     }
@@ -66,7 +67,9 @@ pub struct GuardedStream<S> {
     inner: S,
     _permit: OwnedSemaphorePermit,
     timeout: Duration,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// The timer, made once per connection and reset for each request.
+    deadline: Pin<Box<Sleep>>,
+    armed: bool,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
@@ -75,9 +78,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if let Some(deadline) = self.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
+        if self.armed && self.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the request was not received in time",
@@ -85,14 +86,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(())))
-            && buf.filled().len() > before
-            && self.deadline.is_none()
-        {
-            let mut deadline = Box::pin(tokio::time::sleep(self.timeout));
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before && !self.armed {
+            let at = tokio::time::Instant::now() + self.timeout;
+            self.deadline.as_mut().reset(at);
             // Register the timer, so a client that goes silent is still caught.
-            let _ = deadline.as_mut().poll(cx);
-            self.deadline = Some(deadline);
+            let _ = self.deadline.as_mut().poll(cx);
+            self.armed = true;
         }
         result
     }
@@ -106,7 +105,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.deadline = None;
+            self.armed = false;
         }
         result
     }
@@ -118,7 +117,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.deadline = None;
+            self.armed = false;
         }
         result
     }

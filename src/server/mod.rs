@@ -69,7 +69,7 @@ impl ServeConfig {
             max_body_bytes: 16 * 1024 * 1024,
             limits: Limits::default(),
             engine: EngineConfig::default(),
-            push_interval: Duration::from_millis(250),
+            push_interval: Duration::from_millis(200),
             read_token: None,
             cors_origins: Vec::new(),
             max_connections: 4096,

@@ -113,7 +113,14 @@ pub fn encode(events: &[Event]) -> Chunk {
                 }
             }
         }
-        if let Err(at) = types.binary_search(&event.kind) {
+        // Mostly a few types, equal ones sharing one allocation: a pointer
+        // check finds them; many types fall back to a search of the sorted list.
+        let known = if types.len() <= 8 {
+            types.contains(&event.kind)
+        } else {
+            types.binary_search(&event.kind).is_ok()
+        };
+        if !known && let Err(at) = types.binary_search(&event.kind) {
             types.insert(at, event.kind.clone());
         }
     }
