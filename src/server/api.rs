@@ -35,7 +35,7 @@ pub struct Api {
 }
 
 /// Bodies above this size are parsed off the async threads.
-const BLOCKING_PARSE_BYTES: usize = 64 * 1024;
+const BLOCKING_PARSE_BYTES: usize = 256 * 1024;
 
 #[OpenApi]
 impl Api {
