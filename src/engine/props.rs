@@ -94,3 +94,82 @@ proptest! {
         }
     }
 }
+
+/// Events crowded into a few minutes, so that groups of one type and one
+/// minute are large enough to be summed and merged.
+fn crowded_events() -> impl Strategy<Value = Vec<Event>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["a", "b"]),
+            -3 * MINUTE..SECOND,
+            -1000i32..1000,
+            prop::sample::select(vec!["x", "y", "z"]),
+        )
+            .prop_map(|(kind, offset, m, dim)| {
+                let doc = json!({"type": kind, "timestamp": NOW + offset,
+                                 "values": {"m": f64::from(m) / 4.0, "dim": dim}});
+                parse_event(
+                    doc,
+                    &Limits::default(),
+                    Timestamp::from_millis(NOW).unwrap(),
+                )
+                .unwrap()
+            }),
+        0..400,
+    )
+}
+
+/// What must not depend on how events were grouped: everything but float sums
+/// (added in another order), which must agree closely.
+fn comparable(snapshot: &Snapshot) -> (String, Vec<f64>) {
+    let mut exact = format!(
+        "{} {:?} {:?}",
+        snapshot.total_events, snapshot.events_by_type, snapshot.window_events
+    );
+    let mut sums = Vec::new();
+    for t in &snapshot.types {
+        exact += &format!(" {} {} {} {}", t.name, t.count, t.first_seen, t.last_seen);
+        for m in &t.measures {
+            exact += &format!(
+                " {} {} {} {} {:?} {:?} {:?}",
+                m.name, m.count, m.min, m.max, m.p50, m.p90, m.p99
+            );
+            sums.push(m.sum);
+        }
+        for d in &t.dimensions {
+            exact += &format!(" {} {:?} {}", d.name, d.top, d.others);
+        }
+    }
+    for (kind, points) in &snapshot.time_series.points {
+        for p in points {
+            exact += &format!(" {kind}@{}={}", p.ts_ms, p.count);
+            sums.extend(p.measures.values().map(|b| b.sum));
+        }
+    }
+    (exact, sums)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn one_batch_equals_one_event_at_a_time(events in crowded_events()) {
+        let now = Timestamp::from_millis(NOW).unwrap();
+        let mut grouped = Engine::default();
+        grouped.apply_committed(1, &events, now);
+        let mut single = Engine::default();
+        for (i, event) in events.iter().enumerate() {
+            single.apply_committed(i as u64 + 1, std::slice::from_ref(event), now);
+        }
+        for window in [None, Some(5 * MINUTE), Some(HOUR), Some(24 * HOUR)] {
+            let q = Query { window_ms: window, ..Query::default() };
+            let (a, a_sums) = comparable(&grouped.query(&q, now));
+            let (b, b_sums) = comparable(&single.query(&q, now));
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(a_sums.len(), b_sums.len());
+            for (x, y) in a_sums.iter().zip(&b_sums) {
+                prop_assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{} vs {}", x, y);
+            }
+        }
+    }
+}
