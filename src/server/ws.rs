@@ -52,12 +52,12 @@ struct View {
 /// type still sees its events when common ones flood in.
 #[derive(Default)]
 struct Recent {
-    all: VecDeque<StoredEvent>,
-    by_type: HashMap<EventType, VecDeque<StoredEvent>>,
+    all: VecDeque<Arc<StoredEvent>>,
+    by_type: HashMap<EventType, VecDeque<Arc<StoredEvent>>>,
 }
 
 impl Recent {
-    fn push(ring: &mut VecDeque<StoredEvent>, event: StoredEvent) {
+    fn push(ring: &mut VecDeque<Arc<StoredEvent>>, event: Arc<StoredEvent>) {
         if ring.len() == RECENT_EVENTS {
             ring.pop_front();
         }
@@ -92,10 +92,11 @@ impl Recent {
         }
         for (i, keep_typed, keep_all) in keep.into_iter().rev() {
             let event = &batch.events[i];
-            let stored = StoredEvent {
+            // One copy, shared by both lists.
+            let stored = Arc::new(StoredEvent {
                 seq: batch.first_seq + i as u64,
                 event: event.clone(),
-            };
+            });
             if keep_typed
                 && (self.by_type.len() < RECENT_TYPES || self.by_type.contains_key(&event.kind))
             {
@@ -111,7 +112,7 @@ impl Recent {
     }
 
     /// Events after `seq`, oldest first, of one type or of all.
-    fn after(&self, seq: u64, kind: Option<&EventType>) -> Vec<StoredEvent> {
+    fn after(&self, seq: u64, kind: Option<&EventType>) -> Vec<Arc<StoredEvent>> {
         let ring = kind.and_then(|k| self.by_type.get(k)).unwrap_or(&self.all);
         ring.iter()
             .filter(|e| e.seq > seq && kind.is_none_or(|k| *k == e.event.kind))
@@ -186,13 +187,13 @@ impl Hub {
     }
 
     /// Encodes one message for a view: its metrics and the given events.
-    fn message(&self, kind: &str, query: &Query, events: &[StoredEvent]) -> Arc<str> {
+    fn message(&self, kind: &str, query: &Query, events: &[Arc<StoredEvent>]) -> Arc<str> {
         let metrics: Metrics = self.engine.query(query).into();
         let events: Vec<_> = events
             .iter()
             .rev()
             .filter(|e| query.kind.as_ref().is_none_or(|k| *k == e.event.kind))
-            .map(|e| EventOut::from(e.clone()).to_json())
+            .map(|e| EventOut::from(StoredEvent::clone(e)).to_json())
             .collect();
         json!({ "kind": kind, "metrics": metrics.to_json(), "events": events })
             .to_string()

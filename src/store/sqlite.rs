@@ -554,8 +554,8 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, pending: Vec<PendingAppend>) {
-        match self.insert(&pending) {
+    fn commit(&mut self, mut pending: Vec<PendingAppend>) {
+        match self.insert(&mut pending) {
             Ok(outcomes) => {
                 let first_seq = outcomes.iter().find_map(|o| match o {
                     Appended::Stored { first_seq } => Some(*first_seq),
@@ -585,7 +585,7 @@ impl Writer {
     /// Inserts every pending request in one transaction, skipping those whose
     /// idempotency key was stored before; new events get contiguous seqs and
     /// share segment rows of up to [`SEGMENT_EVENTS`] events.
-    fn insert(&mut self, pending: &[PendingAppend]) -> rusqlite::Result<Vec<Appended>> {
+    fn insert(&mut self, pending: &mut [PendingAppend]) -> rusqlite::Result<Vec<Appended>> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(pending.len());
         let mut seq = self.next_seq;
@@ -599,7 +599,7 @@ impl Writer {
             let now = Timestamp::now().millis();
             // The row being filled: it starts at `row_first`.
             let (mut row, mut row_first) = (Chunk::default(), seq);
-            for request in pending {
+            for request in pending.iter_mut() {
                 if let Some(key) = &request.key {
                     let seen = find_key
                         .query_row(params![key.key], |r| {
@@ -620,12 +620,14 @@ impl Writer {
                     insert_segment(&mut insert, row_first, &row)?;
                     (row, row_first) = (Chunk::default(), seq);
                 }
+                let count = request.chunk.count;
                 if row.count == 0 {
-                    row = request.chunk.clone();
+                    // The first chunk of a row is taken, not copied.
+                    row = std::mem::take(&mut request.chunk);
                 } else {
                     row.extend(&request.chunk);
                 }
-                seq += request.chunk.count as u64;
+                seq += count as u64;
                 if let Some(key) = &request.key {
                     insert_key.execute(params![
                         key.key,
