@@ -111,10 +111,13 @@ export function setSeries(chart, series, stepSeconds, { fill = false } = {}) {
       label: name,
       borderColor: colour(name),
       backgroundColor: `${colour(name)}33`,
+      pointBackgroundColor: colour(name),
       fill,
       spanGaps: true,
     };
     dataset.data = points;
+    // A line needs two values: a lone one (a first burst of events) is drawn as a dot.
+    dataset.pointRadius = points.filter((p) => p.y != null).length < 2 ? 3 : 0;
     return dataset;
   });
   chart.update('none');
