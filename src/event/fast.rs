@@ -6,24 +6,39 @@
 //! escaped keys, a key given twice. The caller then runs the precise path,
 //! which decides and explains. So this module never has to word an error.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use chrono::DateTime;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-use super::{Event, EventType, Limits, Timestamp, Value};
+use super::{Event, EventType, Limits, Text, Timestamp, Value};
 
-/// Event types met while parsing one body, so each is checked and allocated once.
+/// Strings met while parsing one body, so that the events repeating them
+/// share one allocation: event types (each also checked once), field names,
+/// and short sources and dimension values. Bounded: past its limits a
+/// string is simply allocated on its own.
 #[derive(Default)]
-pub struct TypeCache {
+pub struct Interner {
     types: Vec<EventType>,
+    /// The field names of the last event, in the order met: the next event
+    /// of a body usually has the same ones.
+    names: Vec<Text>,
+    /// Index in `names` of the next field of the event being parsed.
+    position: usize,
+    texts: HashSet<Text, foldhash::fast::RandomState>,
 }
 
 /// Types remembered per body; a body with more distinct types still parses.
 const CACHED_TYPES: usize = 16;
+/// Field names remembered per body: those of one event, up to this many.
+const CACHED_NAMES: usize = 64;
+/// Sources and dimension values remembered per body, and the longest one.
+const CACHED_TEXTS: usize = 1024;
+const CACHED_TEXT_LEN: usize = 64;
 
-impl TypeCache {
-    fn get(&mut self, s: &str, limits: &Limits) -> Option<EventType> {
+impl Interner {
+    fn kind(&mut self, s: &str, limits: &Limits) -> Option<EventType> {
         if let Some(kind) = self.types.iter().find(|k| k.as_str() == s) {
             return Some(kind.clone());
         }
@@ -33,13 +48,49 @@ impl TypeCache {
         }
         Some(kind)
     }
+
+    /// The name of the next field of the current event.
+    fn name(&mut self, s: &str) -> Text {
+        let at = self.position;
+        self.position += 1;
+        match self.names.get_mut(at) {
+            Some(known) if &**known == s => known.clone(),
+            Some(known) => {
+                *known = s.into();
+                known.clone()
+            }
+            None if at < CACHED_NAMES => {
+                self.names.push(s.into());
+                self.names[at].clone()
+            }
+            None => s.into(),
+        }
+    }
+
+    fn text(&mut self, s: &str) -> Text {
+        if let Some(known) = self.texts.get(s) {
+            return known.clone();
+        }
+        let text: Text = s.into();
+        if s.len() <= CACHED_TEXT_LEN && self.texts.len() < CACHED_TEXTS {
+            self.texts.insert(text.clone());
+        }
+        text
+    }
 }
 
 /// Parses one event from JSON text, or `None` when the precise path must decide.
-pub fn parse(text: &str, limits: &Limits, now: Timestamp, types: &mut TypeCache) -> Option<Event> {
+pub fn parse(text: &str, limits: &Limits, now: Timestamp, strings: &mut Interner) -> Option<Event> {
     // From text already known to be UTF-8, strings are not checked again.
     let mut de = serde_json::Deserializer::from_str(text);
-    let event = EventSeed { limits, now, types }.deserialize(&mut de).ok()?;
+    strings.position = 0;
+    let event = EventSeed {
+        limits,
+        now,
+        strings,
+    }
+    .deserialize(&mut de)
+    .ok()?;
     de.end().ok()?;
     Some(event)
 }
@@ -61,7 +112,7 @@ impl fmt::Display for GiveUp {
 struct EventSeed<'a> {
     limits: &'a Limits,
     now: Timestamp,
-    types: &'a mut TypeCache,
+    strings: &'a mut Interner,
 }
 
 impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
@@ -96,16 +147,22 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
             }
             match slot {
                 0 => timestamp = map.next_value_seed(TimestampSeed)?,
-                1 => source = map.next_value_seed(SourceSeed(self.limits))?,
+                1 => {
+                    source = map.next_value_seed(SourceSeed {
+                        limits: self.limits,
+                        strings: self.strings,
+                    })?
+                }
                 2 => {
                     let s = map.next_value::<&'de str>()?;
-                    kind = Some(self.types.get(s, self.limits).ok_or_else(give_up)?);
+                    kind = Some(self.strings.kind(s, self.limits).ok_or_else(give_up)?);
                 }
                 _ => {
                     let mut out = Vec::new();
                     map.next_value_seed(ValuesSeed {
                         prefix: "",
                         limits: self.limits,
+                        strings: self.strings,
                         out: &mut out,
                     })?;
                     values = Some(out);
@@ -170,10 +227,13 @@ impl<'de> Visitor<'de> for TimestampSeed {
 }
 
 /// `source`: a string or null.
-struct SourceSeed<'a>(&'a Limits);
+struct SourceSeed<'a> {
+    limits: &'a Limits,
+    strings: &'a mut Interner,
+}
 
 impl<'de> DeserializeSeed<'de> for SourceSeed<'_> {
-    type Value = Option<Box<str>>;
+    type Value = Option<Text>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -181,17 +241,21 @@ impl<'de> DeserializeSeed<'de> for SourceSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for SourceSeed<'_> {
-    type Value = Option<Box<str>>;
+    type Value = Option<Text>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a source")
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        if longer_than(s, self.0.max_source_len) || s.chars().any(char::is_control) {
+        if longer_than(s, self.limits.max_source_len) || s.chars().any(char::is_control) {
             return Err(give_up());
         }
-        Ok(Some(if s.is_empty() { "unknown" } else { s }.into()))
+        Ok(Some(self.strings.text(if s.is_empty() {
+            "unknown"
+        } else {
+            s
+        })))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -212,7 +276,8 @@ const CHECKED_KEYS: usize = 16;
 struct ValuesSeed<'a, 'o> {
     prefix: &'a str,
     limits: &'a Limits,
-    out: &'o mut Vec<(Box<str>, Value)>,
+    strings: &'o mut Interner,
+    out: &'o mut Vec<(Text, Value)>,
 }
 
 impl<'de> DeserializeSeed<'de> for ValuesSeed<'_, '_> {
@@ -244,20 +309,23 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
                 *slot = key;
             }
             n += 1;
+            let dotted;
             let name = if self.prefix.is_empty() {
-                key.to_owned()
+                key
             } else {
-                format!("{}.{key}", self.prefix)
+                dotted = format!("{}.{key}", self.prefix);
+                &dotted
             };
             if name.is_empty()
-                || longer_than(&name, self.limits.max_field_name_len)
+                || longer_than(name, self.limits.max_field_name_len)
                 || name.chars().any(char::is_control)
             {
                 return Err(give_up());
             }
             let value = map.next_value_seed(FieldSeed {
-                name: &name,
+                name,
                 limits: self.limits,
+                strings: self.strings,
                 out: self.out,
             })?;
             match value {
@@ -265,7 +333,8 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
                     if self.out.len() == self.limits.max_fields {
                         return Err(give_up());
                     }
-                    self.out.push((name.into(), value));
+                    let name = self.strings.name(name);
+                    self.out.push((name, value));
                 }
                 None => check_keys = true,
             }
@@ -290,7 +359,8 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
 struct FieldSeed<'a, 'o> {
     name: &'a str,
     limits: &'a Limits,
-    out: &'o mut Vec<(Box<str>, Value)>,
+    strings: &'o mut Interner,
+    out: &'o mut Vec<(Text, Value)>,
 }
 
 impl<'de> DeserializeSeed<'de> for FieldSeed<'_, '_> {
@@ -327,13 +397,15 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
         if longer_than(s, self.limits.max_string_len) {
             return Err(give_up());
         }
-        Ok(Some(Value::Dimension(s.into())))
+        Ok(Some(Value::Dimension(self.strings.text(s))))
     }
 
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
-        Ok(Some(Value::Dimension(
-            if b { "true" } else { "false" }.into(),
-        )))
+        Ok(Some(Value::Dimension(self.strings.text(if b {
+            "true"
+        } else {
+            "false"
+        }))))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -344,6 +416,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
         ValuesSeed {
             prefix: self.name,
             limits: self.limits,
+            strings: self.strings,
             out: self.out,
         }
         .visit_map(map)?;

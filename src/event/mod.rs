@@ -148,12 +148,17 @@ impl fmt::Display for EventType {
     }
 }
 
+/// Immutable shared text: a source, a field name or a dimension value.
+/// Parsing a body gives equal strings one shared allocation (see
+/// [`fast::Interner`]), so an event costs few allocations to build and free.
+pub type Text = Arc<str>;
+
 /// One value of an event: a number is a measure, text is a dimension.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     Measure(f64),
-    Dimension(Box<str>),
+    Dimension(Text),
 }
 
 /// Size limits applied while parsing. The defaults suit business events.
@@ -195,15 +200,15 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub timestamp: Timestamp,
-    pub source: Box<str>,
+    pub source: Text,
     #[serde(rename = "type")]
     pub kind: EventType,
     #[serde(serialize_with = "serialize_fields")]
-    pub values: Vec<(Box<str>, Value)>,
+    pub values: Vec<(Text, Value)>,
 }
 
 fn serialize_fields<S: serde::Serializer>(
-    fields: &[(Box<str>, Value)],
+    fields: &[(Text, Value)],
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.collect_map(fields.iter().map(|(k, v)| (k, v)))
@@ -315,7 +320,7 @@ impl EventError {
 
 /// Parses one event from its JSON text.
 pub fn parse_event_str(text: &str, limits: &Limits, now: Timestamp) -> Result<Event, EventError> {
-    parse_event_text(text, limits, now, &mut fast::TypeCache::default())
+    parse_event_text(text, limits, now, &mut fast::Interner::default())
 }
 
 /// Parses JSON text: the fast path for the usual valid event, and the
@@ -324,9 +329,9 @@ fn parse_event_text(
     text: &str,
     limits: &Limits,
     now: Timestamp,
-    types: &mut fast::TypeCache,
+    strings: &mut fast::Interner,
 ) -> Result<Event, EventError> {
-    if let Some(event) = fast::parse(text, limits, now, types) {
+    if let Some(event) = fast::parse(text, limits, now, strings) {
         return Ok(event);
     }
     let value: Json = serde_json::from_str(text).map_err(|e| EventError::Syntax(e.to_string()))?;
@@ -377,7 +382,7 @@ pub fn parse_event(value: Json, limits: &Limits, now: Timestamp) -> Result<Event
         }
     }
     let kind = kind.ok_or(EventError::MissingType)?;
-    values.sort_by(|a: &(Box<str>, Value), b| a.0.cmp(&b.0));
+    values.sort_by(|a: &(Text, Value), b| a.0.cmp(&b.0));
     if let Some(w) = values.windows(2).find(|w| w[0].0 == w[1].0) {
         return Err(EventError::invalid(
             format!("values.{}", w[0].0),
@@ -392,7 +397,7 @@ pub fn parse_event(value: Json, limits: &Limits, now: Timestamp) -> Result<Event
     })
 }
 
-fn parse_source(value: Json, limits: &Limits) -> Result<Box<str>, EventError> {
+fn parse_source(value: Json, limits: &Limits) -> Result<Text, EventError> {
     let s = match value {
         Json::String(s) => s,
         Json::Null => return Ok("unknown".into()),
@@ -423,7 +428,7 @@ fn flatten_values(
     map: Map<String, Json>,
     prefix: &str,
     limits: &Limits,
-    out: &mut Vec<(Box<str>, Value)>,
+    out: &mut Vec<(Text, Value)>,
 ) -> Result<(), EventError> {
     for (key, value) in map {
         let name = if prefix.is_empty() {
@@ -555,9 +560,9 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
                 return Err(BodyError("the array holds no events".into()));
             }
             parsed.events.reserve(items.len());
-            let mut types = fast::TypeCache::default();
+            let mut strings = fast::Interner::default();
             for (index, item) in items.into_iter().enumerate() {
-                match parse_event_text(item.get(), limits, now, &mut types) {
+                match parse_event_text(item.get(), limits, now, &mut strings) {
                     Ok(event) => parsed.events.push(event),
                     Err(e) => parsed.rejected.push(Rejection {
                         index,
@@ -571,7 +576,7 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
         Some(_) => {
             let fast = std::str::from_utf8(body)
                 .ok()
-                .and_then(|text| fast::parse(text, limits, now, &mut fast::TypeCache::default()));
+                .and_then(|text| fast::parse(text, limits, now, &mut fast::Interner::default()));
             if let Some(event) = fast {
                 parsed.events.push(event);
                 return Ok(parsed);
@@ -594,13 +599,13 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
 fn parse_ndjson_body(body: &[u8], limits: &Limits, now: Timestamp) -> Parsed {
     let mut parsed = Parsed::default();
     let mut index = 0;
-    let mut types = fast::TypeCache::default();
+    let mut strings = fast::Interner::default();
     let mut line = |i: usize, text: Option<&str>, bytes: &[u8]| {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         let result = match text {
-            Some(text) => parse_event_text(text, limits, now, &mut types),
+            Some(text) => parse_event_text(text, limits, now, &mut strings),
             None => serde_json::from_slice::<Json>(bytes)
                 .map_err(|e| EventError::Syntax(e.to_string()))
                 .and_then(|v| parse_event(v, limits, now)),
@@ -661,6 +666,48 @@ mod tests {
     }
 
     #[test]
+    fn events_of_one_body_share_their_repeated_strings() {
+        let body = concat!(
+            r#"{"type":"sales","source":"web","values":{"amount":1,"region":"EU","shop":{"id":"a"}}}"#,
+            "\n",
+            r#"{"type":"sales","source":"web","values":{"amount":2,"region":"EU","shop":{"id":"b"}}}"#,
+            "\n",
+            r#"{"type":"sales","source":"web","values":{"units":3,"region":"US"}}"#,
+        );
+        let parsed = parse_body(
+            body.as_bytes(),
+            BodyFormat::Ndjson,
+            &Limits::default(),
+            Timestamp(0),
+        )
+        .unwrap();
+        let [a, b, c] = &parsed.events[..] else {
+            panic!("three events expected, got {:?}", parsed);
+        };
+        assert!(Arc::ptr_eq(&a.source, &b.source) && Arc::ptr_eq(&b.source, &c.source));
+        for i in 0..3 {
+            assert_eq!(a.values[i].0, b.values[i].0);
+            assert!(
+                Arc::ptr_eq(&a.values[i].0, &b.values[i].0),
+                "{}",
+                a.values[i].0
+            );
+        }
+        let text = |e: &Event, i: usize| match &e.values[i].1 {
+            Value::Dimension(s) => s.clone(),
+            Value::Measure(x) => panic!("a dimension expected, got {x}"),
+        };
+        assert!(Arc::ptr_eq(&text(a, 1), &text(b, 1)));
+        assert_eq!((&*text(a, 2), &*text(b, 2)), ("a", "b"));
+        // Other names at the same places are still told apart.
+        assert_eq!(
+            c.values.iter().map(|(n, _)| &**n).collect::<Vec<_>>(),
+            ["region", "units"]
+        );
+        assert_eq!(&*text(c, 0), "US");
+    }
+
+    #[test]
     fn parses_the_canonical_event() {
         let e = parse(
             json!({"timestamp": "2023-04-01T12:00:00Z", "source": "web-app", "type": "sales",
@@ -691,7 +738,7 @@ mod tests {
                 text,
                 &Limits::default(),
                 Timestamp(0),
-                &mut fast::TypeCache::default(),
+                &mut fast::Interner::default(),
             )
         };
         let canonical = r#"{"timestamp": "2023-04-01T12:00:00Z", "source": "web-app", "type": "sales",
@@ -964,7 +1011,7 @@ mod tests {
                 let limits = Limits { max_fields: 4, max_string_len: 6, max_field_name_len: 6, ..Limits::default() };
                 let text = serde_json::to_string(&value).unwrap();
                 let precise = parse_event(value, &limits, Timestamp(0));
-                let fast = fast::parse(&text, &limits, Timestamp(0), &mut fast::TypeCache::default());
+                let fast = fast::parse(&text, &limits, Timestamp(0), &mut fast::Interner::default());
                 if let Some(event) = fast {
                     prop_assert_eq!(Ok(event), precise);
                 }

@@ -147,7 +147,7 @@ impl From<StoredEvent> for EventOut {
         Self {
             seq: s.seq,
             timestamp: e.timestamp.to_rfc3339(),
-            source: e.source.into(),
+            source: e.source.to_string(),
             kind: e.kind.to_string(),
             values: e
                 .values
@@ -155,9 +155,11 @@ impl From<StoredEvent> for EventOut {
                 .map(|(k, v)| {
                     let json = match v {
                         crate::event::Value::Measure(x) => measure_json(x),
-                        crate::event::Value::Dimension(s) => serde_json::Value::String(s.into()),
+                        crate::event::Value::Dimension(s) => {
+                            serde_json::Value::String(s.to_string())
+                        }
                     };
-                    (k.into(), json)
+                    (k.to_string(), json)
                 })
                 .collect(),
         }

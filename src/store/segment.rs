@@ -18,7 +18,7 @@
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-use crate::event::{Event, EventType, Limits, Timestamp, Value};
+use crate::event::{Event, EventType, Limits, Text, Timestamp, Value};
 
 const VERSION: u8 = 1;
 /// Strings remembered per chunk; rarer strings are written out each time.
@@ -187,8 +187,15 @@ fn put_str<'a>(out: &mut Vec<u8>, dict: &mut HashMap<&'a str, u64>, s: &'a str) 
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
-    /// Each dictionary string, with the event type it makes once needed.
-    dict: Vec<(&'a str, Option<EventType>)>,
+    /// Each dictionary string, with the shared text and the event type it
+    /// makes, once needed.
+    dict: Vec<DictEntry<'a>>,
+}
+
+struct DictEntry<'a> {
+    s: &'a str,
+    text: Option<Text>,
+    kind: Option<EventType>,
 }
 
 impl<'a> Reader<'a> {
@@ -224,7 +231,11 @@ impl<'a> Reader<'a> {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length out of range")?;
                 let s = std::str::from_utf8(self.bytes(len)?).map_err(|_| "invalid UTF-8")?;
                 if self.dict.len() < DICT_MAX {
-                    self.dict.push((s, None));
+                    self.dict.push(DictEntry {
+                        s,
+                        text: None,
+                        kind: None,
+                    });
                     Ok((s, Some(self.dict.len() - 1)))
                 } else {
                     Ok((s, None))
@@ -232,22 +243,31 @@ impl<'a> Reader<'a> {
             }
             i => {
                 let index = usize::try_from(i - 1).map_err(|_| "bad string reference")?;
-                let (s, _) = self.dict.get(index).ok_or("bad string reference")?;
-                Ok((s, Some(index)))
+                let entry = self.dict.get(index).ok_or("bad string reference")?;
+                Ok((entry.s, Some(index)))
             }
         }
     }
 
     fn event_type(&mut self) -> Result<EventType, &'static str> {
         let (s, index) = self.str_ref()?;
-        if let Some(kind) = index.and_then(|i| self.dict[i].1.clone()) {
+        if let Some(kind) = index.and_then(|i| self.dict[i].kind.clone()) {
             return Ok(kind);
         }
         let kind = EventType::parse(s, &Limits::unbounded()).map_err(|_| "invalid event type")?;
         if let Some(i) = index {
-            self.dict[i].1 = Some(kind.clone());
+            self.dict[i].kind = Some(kind.clone());
         }
         Ok(kind)
+    }
+
+    /// A string, shared by every use of one dictionary entry.
+    fn text(&mut self) -> Result<Text, &'static str> {
+        let (s, index) = self.str_ref()?;
+        let Some(entry) = index.map(|i| &mut self.dict[i]) else {
+            return Ok(s.into());
+        };
+        Ok(entry.text.get_or_insert_with(|| s.into()).clone())
     }
 
     fn chunk(&mut self, events: &mut Vec<Event>) -> Result<(), &'static str> {
@@ -265,11 +285,11 @@ impl<'a> Reader<'a> {
                 .and_then(Timestamp::from_millis)
                 .ok_or("timestamp out of range")?;
             let kind = self.event_type()?;
-            let source = self.str_ref()?.0.into();
+            let source = self.text()?;
             let n = self.varint()?;
             let mut values = Vec::with_capacity((n as usize).min(256));
             for _ in 0..n {
-                let name: Box<str> = self.str_ref()?.0.into();
+                let name = self.text()?;
                 let value = match self.byte()? {
                     TAG_INT => Value::Measure(unzigzag(self.varint()?) as f64),
                     TAG_FLOAT => {
@@ -278,7 +298,7 @@ impl<'a> Reader<'a> {
                         raw.copy_from_slice(bytes);
                         Value::Measure(f64::from_le_bytes(raw))
                     }
-                    TAG_TEXT => Value::Dimension(self.str_ref()?.0.into()),
+                    TAG_TEXT => Value::Dimension(self.text()?),
                     _ => return Err("unknown value tag"),
                 };
                 values.push((name, value));
