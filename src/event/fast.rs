@@ -49,22 +49,24 @@ impl Interner {
         Some(kind)
     }
 
-    /// The name of the next field of the current event.
-    fn name(&mut self, s: &str) -> Text {
+    /// The name of the next field of the current event, or `None` if it is
+    /// not a valid one. A name met before was valid then: it is not checked again.
+    fn name(&mut self, s: &str, limits: &Limits) -> Option<Text> {
         let at = self.position;
         self.position += 1;
-        match self.names.get_mut(at) {
-            Some(known) if &**known == s => known.clone(),
-            Some(known) => {
-                *known = s.into();
-                known.clone()
-            }
-            None if at < CACHED_NAMES => {
-                self.names.push(s.into());
-                self.names[at].clone()
-            }
-            None => s.into(),
+        if let Some(known) = self.names.get(at).filter(|known| &***known == s) {
+            return Some(known.clone());
         }
+        if !valid_name(s, limits) {
+            return None;
+        }
+        let name: Text = s.into();
+        match self.names.get_mut(at) {
+            Some(known) => *known = name.clone(),
+            None if at < CACHED_NAMES => self.names.push(name.clone()),
+            None => {}
+        }
+        Some(name)
     }
 
     fn text(&mut self, s: &str) -> Text {
@@ -263,6 +265,13 @@ impl<'de> Visitor<'de> for SourceSeed<'_> {
     }
 }
 
+/// A field name (dotted, once flattened) the precise path accepts.
+fn valid_name(name: &str, limits: &Limits) -> bool {
+    !name.is_empty()
+        && !longer_than(name, limits.max_field_name_len)
+        && !name.chars().any(char::is_control)
+}
+
 /// More than `max` characters? Counts only when the bytes could be.
 fn longer_than(s: &str, max: usize) -> bool {
     s.len() > max && s.chars().count() > max
@@ -316,12 +325,6 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
                 dotted = format!("{}.{key}", self.prefix);
                 &dotted
             };
-            if name.is_empty()
-                || longer_than(name, self.limits.max_field_name_len)
-                || name.chars().any(char::is_control)
-            {
-                return Err(give_up());
-            }
             let value = map.next_value_seed(FieldSeed {
                 name,
                 limits: self.limits,
@@ -333,10 +336,11 @@ impl<'de> Visitor<'de> for ValuesSeed<'_, '_> {
                     if self.out.len() == self.limits.max_fields {
                         return Err(give_up());
                     }
-                    let name = self.strings.name(name);
+                    let name = self.strings.name(name, self.limits).ok_or_else(give_up)?;
                     self.out.push((name, value));
                 }
-                None => check_keys = true,
+                None if valid_name(name, self.limits) => check_keys = true,
+                None => return Err(give_up()),
             }
         }
         // A key given twice at one level: the precise path keeps the last.

@@ -1,7 +1,8 @@
 //! The embedded store: one SQLite database in WAL mode, with one writer
 //! thread that commits many requests in one transaction (group commit).
 //!
-//! `synchronous=FULL` makes every commit durable before it is acknowledged;
+//! `synchronous=FULL` makes every commit durable before it is acknowledged (the
+//! bundled SQLite is built to sync with `fdatasync`, see `.cargo/config.toml`);
 //! throughput comes from batching, not from weakening that. Events are kept
 //! as segments (see [`segment`](super::segment)): one row per run of
 //! consecutive events, encoded by the request's own task before it queues, so
