@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use rta::client::synth::{Kind, Synth};
 use rta::engine::{Engine, Query};
-use rta::event::{Limits, Timestamp, parse_event};
+use rta::event::{BodyFormat, Limits, Timestamp, parse_body};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let now = Timestamp::now();
@@ -15,22 +18,42 @@ fn main() {
         "bench".into(),
         vec![Kind::Sales, Kind::Users, Kind::Pageview],
     );
-    let events: Vec<_> = (0..200_000)
-        .map(|_| {
-            parse_event(synth.event(now.to_datetime()), &Limits::default(), now)
+    // Parsed as the server parses them: 1,000-line NDJSON bodies, so the
+    // events of a body share their repeated strings.
+    let events: Vec<_> = (0..200)
+        .flat_map(|_| {
+            let body: String = (0..1000)
+                .map(|_| format!("{}\n", synth.event(now.to_datetime())))
+                .collect();
+            parse_body(body.as_bytes(), BodyFormat::Ndjson, &Limits::default(), now)
                 .expect("generated events are valid")
+                .events
         })
         .collect();
+    assert_eq!(events.len(), 200_000, "every generated event is valid");
 
-    let mut engine = Engine::default();
-    let started = Instant::now();
-    for (i, chunk) in events.chunks(1000).enumerate() {
-        engine.apply_committed(1 + i as u64 * 1000, chunk, now);
+    // Best of five fresh engines: this machine's speed drifts.
+    let fill = || {
+        let mut engine = Engine::default();
+        let started = Instant::now();
+        for (i, chunk) in events.chunks(1000).enumerate() {
+            engine.apply_committed(1 + i as u64 * 1000, chunk, now);
+        }
+        (
+            engine,
+            started.elapsed().as_nanos() as f64 / events.len() as f64,
+        )
+    };
+    let (mut engine, mut best) = fill();
+    for _ in 1..5 {
+        let (filled, per_event) = fill();
+        if per_event < best {
+            (engine, best) = (filled, per_event);
+        }
     }
-    let per_event = started.elapsed().as_nanos() as f64 / events.len() as f64;
     println!(
-        "apply: {per_event:.0} ns/event ({:.0} events/s on one core)",
-        1e9 / per_event
+        "apply: {best:.0} ns/event ({:.0} events/s on one core; best of 5)",
+        1e9 / best
     );
 
     for (name, query) in [
