@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
+use smallvec::SmallVec;
 
 use super::topk::TopK;
 use crate::event::Event;
@@ -183,8 +184,9 @@ impl TypeSummary {
             }
         }
         let measures = &self.measures;
-        // The event's tracked measures, looked up once for all its dimensions.
-        let mut tracked: Vec<(&Arc<str>, f64)> = Vec::new();
+        // The event's tracked measures, looked up once for all its dimensions
+        // (on the stack: events have few measures).
+        let mut tracked: SmallVec<[(&Arc<str>, f64); 8]> = SmallVec::new();
         for (name, value) in event.dimensions() {
             if tracked.is_empty() {
                 tracked.extend(

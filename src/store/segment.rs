@@ -89,7 +89,10 @@ pub fn encode(events: &[Event]) -> Chunk {
     out.push(VERSION);
     put_varint(&mut out, events.len() as u64);
     put_varint(&mut out, zigzag(min_ts));
-    let mut dict: HashMap<&str, u64> = HashMap::default();
+    // Sized for a few strings per event up front, so that small chunks (one
+    // request of one event) never grow it; larger ones grow as they need.
+    let mut dict: HashMap<&str, u64> =
+        HashMap::with_capacity_and_hasher((events.len() * 6).min(64), Default::default());
     let mut types: Vec<EventType> = Vec::new();
     for event in events {
         put_varint(&mut out, (event.timestamp.millis() - min_ts) as u64);
