@@ -26,9 +26,10 @@ impl CommittedBatch {
 }
 
 /// Something that reacts to committed events. Called in commit order, on the
-/// store's writer; it must be quick and must not block on I/O.
+/// store's writer; it must be quick and must not block on I/O. A subscriber
+/// may keep the batch (it is shared, not copied) to work on it later.
 pub trait Subscriber: Send + Sync {
-    fn on_commit(&self, batch: &CommittedBatch);
+    fn on_commit(&self, batch: &Arc<CommittedBatch>);
 }
 
 /// Fan-out of committed batches to every subscriber.
@@ -45,7 +46,7 @@ impl Feed {
         }
     }
 
-    pub fn publish(&self, batch: &CommittedBatch) {
+    pub fn publish(&self, batch: &Arc<CommittedBatch>) {
         if batch.events.is_empty() {
             return;
         }

@@ -23,6 +23,7 @@ use stats::{MeasureStats, Names, SummaryLimits, TypeSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventType, Timestamp};
+use crate::feed::CommittedBatch;
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -223,6 +224,23 @@ impl Engine {
         self.last_seq = first_seq + events.len() as u64 - 1;
     }
 
+    /// Applies several committed batches, in commit order, as one: their
+    /// events are grouped together, so many small commits cost about as
+    /// much as one large one. Events already applied are skipped.
+    pub fn apply_batches(&mut self, batches: &[Arc<CommittedBatch>], now: Timestamp) {
+        let mut events = Vec::new();
+        for batch in batches {
+            let skip = (self.last_seq + 1).saturating_sub(batch.first_seq) as usize;
+            if skip < batch.events.len() {
+                events.extend(&batch.events[skip..]);
+                self.last_seq = batch.last_seq();
+            }
+        }
+        if !events.is_empty() {
+            self.apply_refs(&events, now);
+        }
+    }
+
     /// Changes on every applied batch; lets readers skip unchanged state.
     pub fn version(&self) -> u64 {
         self.version
@@ -239,13 +257,17 @@ impl Engine {
     /// hour summaries, instead of adding each event to each of them; a small
     /// one is added event by event. Counts and sums come out the same.
     pub fn apply(&mut self, events: &[Event], now: Timestamp) {
+        self.apply_refs(&events.iter().collect::<Vec<_>>(), now);
+    }
+
+    fn apply_refs(&mut self, events: &[&Event], now: Timestamp) {
         let now = now.millis();
         for (kind, group) in self.group(events) {
             let state = self.types.entry(kind.clone()).or_default();
             if group.len() < MERGE_GROUP_EVENTS {
                 for &i in &group {
                     add_event(
-                        &events[i],
+                        events[i],
                         &kind,
                         state,
                         &mut self.names,
@@ -258,7 +280,7 @@ impl Engine {
                 let mut delta = TypeSummary::default();
                 let limits = self.config.all_time_limits();
                 for &i in &group {
-                    delta.add(&events[i], &mut self.names, limits);
+                    delta.add(events[i], &mut self.names, limits);
                 }
                 state.all_time.merge(&delta, limits);
                 let ts = delta.first_ts;
@@ -310,7 +332,7 @@ impl Engine {
     /// Splits events into groups of one type and one minute (indices, in
     /// order), counting every event and setting aside those of types beyond
     /// the limit.
-    fn group(&mut self, events: &[Event]) -> Vec<(EventType, Vec<usize>)> {
+    fn group(&mut self, events: &[&Event]) -> Vec<(EventType, Vec<usize>)> {
         let mut groups: Vec<(EventType, i64, Vec<usize>)> = Vec::new();
         let mut new_types: Vec<&EventType> = Vec::new();
         for (i, event) in events.iter().enumerate() {

@@ -8,13 +8,14 @@
 mod access;
 mod api;
 mod guard;
+mod live;
 mod models;
 mod snapshot;
 mod web;
 mod ws;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -26,13 +27,14 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, ha
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
 
-use crate::engine::{self, Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig};
 use crate::event::{Limits, Timestamp};
 use crate::feed::{CommittedBatch, Feed, Subscriber};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 pub use api::MetricsParams;
+pub use live::LiveEngine;
 
 /// Everything `rta serve` can be told.
 #[derive(Debug, Clone)]
@@ -79,32 +81,6 @@ impl ServeConfig {
     }
 }
 
-/// The engine shared by the API, the hub and the feed.
-pub struct LiveEngine {
-    engine: Mutex<Engine>,
-}
-
-impl LiveEngine {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Engine> {
-        self.engine.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn query(&self, query: &engine::Query) -> engine::Snapshot {
-        self.lock().query(query, Timestamp::now())
-    }
-
-    pub fn version(&self) -> u64 {
-        self.lock().version()
-    }
-}
-
-impl Subscriber for LiveEngine {
-    fn on_commit(&self, batch: &CommittedBatch) {
-        self.lock()
-            .apply_committed(batch.first_seq, &batch.events, Timestamp::now());
-    }
-}
-
 pub struct AppState {
     pub config: ServeConfig,
     pub access: access::Access,
@@ -143,15 +119,13 @@ pub async fn run(
     } else {
         format!("{} events read", loaded.replayed)
     };
-    let engine = Arc::new(LiveEngine {
-        engine: Mutex::new(loaded.engine),
-    });
+    let engine = Arc::new(LiveEngine::new(loaded.engine));
     let hub = Arc::new(ws::Hub::new(engine.clone(), config.push_interval));
     for event in store.recent(50, None).await?.into_iter().rev() {
-        hub.on_commit(&CommittedBatch {
+        hub.on_commit(&Arc::new(CommittedBatch {
             first_seq: event.seq,
             events: vec![event.event],
-        });
+        }));
     }
     feed.subscribe(engine.clone());
     feed.subscribe(hub.clone());
@@ -390,12 +364,13 @@ impl Maintenance {
             store.scan(0, &mut |first, events| {
                 fresh.apply_committed(first, events, now)
             })?;
-            let mut engine = live.lock();
-            store.scan(fresh.last_seq(), &mut |first, events| {
-                fresh.apply_committed(first, events, now)
-            })?;
-            *engine = fresh;
-            Ok(())
+            live.with(|engine| {
+                store.scan(fresh.last_seq(), &mut |first, events| {
+                    fresh.apply_committed(first, events, now)
+                })?;
+                *engine = fresh;
+                Ok(())
+            })
         })
         .await??;
         self.save_snapshot().await
@@ -409,7 +384,7 @@ impl Maintenance {
         );
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mark = store.mark()?;
-            let bytes = live.lock().to_snapshot();
+            let bytes = live.with(|engine| engine.to_snapshot());
             snapshot::save(&dir, &bytes, mark)?;
             Ok(())
         })

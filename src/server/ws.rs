@@ -249,7 +249,7 @@ impl Hub {
 }
 
 impl Subscriber for Hub {
-    fn on_commit(&self, batch: &CommittedBatch) {
+    fn on_commit(&self, batch: &Arc<CommittedBatch>) {
         self.lock_recent().add(batch);
         self.committed.notify_one();
     }

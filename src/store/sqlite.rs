@@ -439,7 +439,7 @@ struct Writer {
 
 /// A committed transaction on its way to the feed and to its requests.
 struct Committed {
-    batch: Option<CommittedBatch>,
+    batch: Option<Arc<CommittedBatch>>,
     replies: Vec<(oneshot::Sender<Result<Appended, StoreError>>, Appended)>,
 }
 
@@ -570,7 +570,8 @@ impl Writer {
                     }
                     replies.push((request.reply, outcome));
                 }
-                let batch = first_seq.map(|first_seq| CommittedBatch { first_seq, events });
+                let batch =
+                    first_seq.map(|first_seq| Arc::new(CommittedBatch { first_seq, events }));
                 self.deliver(Committed { batch, replies });
             }
             Err(e) => {

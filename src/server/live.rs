@@ -1,0 +1,148 @@
+//! The engine as the server shares it: fed by the [`Feed`](crate::feed::Feed),
+//! read by the API, the WebSocket hub and upkeep.
+//!
+//! Commits are not applied one at a time as they arrive. They wait, shared
+//! with the feed rather than copied, until someone reads the engine or
+//! [`APPLY_AFTER_EVENTS`] have gathered, and are then applied together:
+//! single-event requests commit a few events at a time, and applied
+//! together their events are grouped by type and minute as a large batch's
+//! are. Every read applies what waits first, so a read that follows an
+//! acknowledged ingest sees its events.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::engine::{self, Engine};
+use crate::event::Timestamp;
+use crate::feed::{CommittedBatch, Subscriber};
+
+/// Events that may wait at most; the commit that reaches this applies them.
+const APPLY_AFTER_EVENTS: usize = 4096;
+
+pub struct LiveEngine {
+    inner: Mutex<Live>,
+}
+
+struct Live {
+    engine: Engine,
+    /// Committed batches not yet applied, in commit order.
+    waiting: Vec<Arc<CommittedBatch>>,
+    waiting_events: usize,
+}
+
+impl Live {
+    fn catch_up(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        self.engine.apply_batches(&self.waiting, Timestamp::now());
+        self.waiting.clear();
+        self.waiting_events = 0;
+    }
+}
+
+impl LiveEngine {
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            inner: Mutex::new(Live {
+                engine,
+                waiting: Vec::new(),
+                waiting_events: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the engine with every committed batch applied, holding it
+    /// meanwhile (commits wait).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let mut live = self.lock();
+        live.catch_up();
+        f(&mut live.engine)
+    }
+
+    pub fn query(&self, query: &engine::Query) -> engine::Snapshot {
+        self.with(|engine| engine.query(query, Timestamp::now()))
+    }
+
+    /// Changes whenever committed events change what the engine answers.
+    pub fn version(&self) -> u64 {
+        self.with(|engine| engine.version())
+    }
+}
+
+impl Subscriber for LiveEngine {
+    fn on_commit(&self, batch: &Arc<CommittedBatch>) {
+        let mut live = self.lock();
+        live.waiting_events += batch.events.len();
+        live.waiting.push(batch.clone());
+        if live.waiting_events >= APPLY_AFTER_EVENTS {
+            live.catch_up();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Query};
+    use crate::event::{Event, EventType, Limits, parse_event};
+
+    fn event(kind: &str, amount: u64) -> Event {
+        let doc = serde_json::json!({"type": kind, "values": {"amount": amount, "region": format!("r{}", amount % 7)}});
+        parse_event(doc, &Limits::default(), Timestamp::now()).expect("a valid event")
+    }
+
+    fn total(live: &LiveEngine) -> u64 {
+        live.query(&Query::default()).total_events
+    }
+
+    /// What the engine reports about type `b`, as text to compare.
+    fn metrics_of_b(snapshot: &engine::Snapshot) -> String {
+        let b = snapshot.types.iter().find(|t| t.name == "b");
+        format!("{:?}", b.map(|t| (t.count, &t.measures, &t.dimensions)))
+    }
+
+    #[test]
+    fn reads_see_every_commit_and_waiting_stays_bounded() {
+        let live = LiveEngine::new(Engine::new(EngineConfig::default()));
+        let mut one_by_one = Engine::new(EngineConfig::default());
+        for i in 0..10_000u64 {
+            let kind = if i % 3 == 0 { "a" } else { "b" };
+            let batch = Arc::new(CommittedBatch {
+                first_seq: i + 1,
+                events: vec![event(kind, i)],
+            });
+            live.on_commit(&batch);
+            one_by_one.apply_committed(i + 1, &batch.events, Timestamp::now());
+            assert!(live.lock().waiting_events < APPLY_AFTER_EVENTS);
+            if i % 997 == 0 {
+                assert_eq!(total(&live), i + 1, "a read right after commit {i}");
+            }
+        }
+        assert_eq!(total(&live), 10_000);
+        // Applied together or one at a time, the metrics are the same.
+        let query = Query {
+            kind: Some(EventType::parse("b", &Limits::default()).expect("a valid type")),
+            ..Query::default()
+        };
+        assert_eq!(
+            metrics_of_b(&live.query(&query)),
+            metrics_of_b(&one_by_one.query(&query, Timestamp::now()))
+        );
+    }
+
+    #[test]
+    fn a_batch_seen_twice_counts_once() {
+        let live = LiveEngine::new(Engine::new(EngineConfig::default()));
+        let batch = Arc::new(CommittedBatch {
+            first_seq: 1,
+            events: vec![event("a", 1), event("a", 2)],
+        });
+        live.on_commit(&batch);
+        live.on_commit(&batch);
+        assert_eq!(total(&live), 2);
+    }
+}
