@@ -21,17 +21,20 @@ use super::{Event, EventType, Limits, Text, Timestamp, Value};
 #[derive(Default)]
 pub struct Interner {
     types: Vec<EventType>,
-    /// The field names of the last event, in the order met: the next event
-    /// of a body usually has the same ones.
+    /// Field names met in this body.
     names: Vec<Text>,
-    /// Index in `names` of the next field of the event being parsed.
+    /// For each field position, the index in `names` of the name the latest
+    /// event had there: events of one kind repeat their names in order, so
+    /// this settles most lookups with one comparison.
+    by_position: Vec<usize>,
+    /// Position of the next field of the event being parsed.
     position: usize,
     texts: HashSet<Text, foldhash::fast::RandomState>,
 }
 
 /// Types remembered per body; a body with more distinct types still parses.
 const CACHED_TYPES: usize = 16;
-/// Field names remembered per body: those of one event, up to this many.
+/// Field names remembered per body.
 const CACHED_NAMES: usize = 64;
 /// Sources and dimension values remembered per body, and the longest one.
 const CACHED_TEXTS: usize = 1024;
@@ -54,19 +57,31 @@ impl Interner {
     fn name(&mut self, s: &str, limits: &Limits) -> Option<Text> {
         let at = self.position;
         self.position += 1;
-        if let Some(known) = self.names.get(at).filter(|known| &***known == s) {
+        let hint = self.by_position.get(at).copied();
+        if let Some(known) = hint.map(|i| &self.names[i]).filter(|known| &***known == s) {
             return Some(known.clone());
         }
-        if !valid_name(s, limits) {
-            return None;
-        }
-        let name: Text = s.into();
-        match self.names.get_mut(at) {
-            Some(known) => *known = name.clone(),
-            None if at < CACHED_NAMES => self.names.push(name.clone()),
+        // Bodies mix kinds of events: look among every name met so far.
+        let index = match self.names.iter().position(|known| &**known == s) {
+            Some(i) => i,
+            None => {
+                if !valid_name(s, limits) {
+                    return None;
+                }
+                let name: Text = s.into();
+                if self.names.len() == CACHED_NAMES {
+                    return Some(name);
+                }
+                self.names.push(name);
+                self.names.len() - 1
+            }
+        };
+        match self.by_position.get_mut(at) {
+            Some(slot) => *slot = index,
+            None if at < CACHED_NAMES => self.by_position.push(index),
             None => {}
         }
-        Some(name)
+        Some(self.names[index].clone())
     }
 
     fn text(&mut self, s: &str) -> Text {

@@ -673,6 +673,8 @@ mod tests {
             r#"{"type":"sales","source":"web","values":{"amount":2,"region":"EU","shop":{"id":"b"}}}"#,
             "\n",
             r#"{"type":"sales","source":"web","values":{"units":3,"region":"US"}}"#,
+            "\n",
+            r#"{"type":"users","source":"web","values":{"region":"EU","amount":5}}"#,
         );
         let parsed = parse_body(
             body.as_bytes(),
@@ -681,8 +683,8 @@ mod tests {
             Timestamp(0),
         )
         .unwrap();
-        let [a, b, c] = &parsed.events[..] else {
-            panic!("three events expected, got {:?}", parsed);
+        let [a, b, c, d] = &parsed.events[..] else {
+            panic!("four events expected, got {:?}", parsed);
         };
         assert!(Arc::ptr_eq(&a.source, &b.source) && Arc::ptr_eq(&b.source, &c.source));
         for i in 0..3 {
@@ -705,6 +707,17 @@ mod tests {
             ["region", "units"]
         );
         assert_eq!(&*text(c, 0), "US");
+        // A name met at another place in an earlier event is shared too.
+        let name = |e: &Event, n: &str| {
+            e.values
+                .iter()
+                .find(|(k, _)| &**k == n)
+                .map(|(k, _)| k.clone())
+                .expect("the field is there")
+        };
+        for n in ["amount", "region"] {
+            assert!(Arc::ptr_eq(&name(a, n), &name(d, n)), "{n}");
+        }
     }
 
     #[test]
