@@ -91,8 +91,10 @@ pub fn encode(events: &[Event]) -> Chunk {
     put_varint(&mut out, zigzag(min_ts));
     // Sized for a few strings per event up front, so that small chunks (one
     // request of one event) never grow it; larger ones grow as they need.
-    let mut dict: HashMap<&str, u64> =
-        HashMap::with_capacity_and_hasher((events.len() * 6).min(64), Default::default());
+    let mut dict = Dict {
+        by_text: HashMap::with_capacity_and_hasher((events.len() * 6).min(64), Default::default()),
+        by_address: [(0, 0, 0); ADDRESS_SLOTS],
+    };
     let mut types: Vec<EventType> = Vec::new();
     for event in events {
         put_varint(&mut out, (event.timestamp.millis() - min_ts) as u64);
@@ -173,18 +175,45 @@ fn put_varint(out: &mut Vec<u8>, mut x: u64) {
     out.push(x as u8);
 }
 
-fn put_str<'a>(out: &mut Vec<u8>, dict: &mut HashMap<&'a str, u64>, s: &'a str) {
-    if let Some(&i) = dict.get(s) {
-        put_varint(out, i);
+/// The strings of a chunk being written, each with its dictionary number.
+struct Dict<'a> {
+    by_text: HashMap<&'a str, u64>,
+    /// The latest strings found, by address and length: the events of one
+    /// body share their repeated strings (`event::fast::Interner`), so most
+    /// are found here without hashing or comparing their text. Every string
+    /// is borrowed for the whole encoding, so an address and a length name
+    /// one text. A number of 0 marks an empty slot.
+    by_address: [(usize, usize, u64); ADDRESS_SLOTS],
+}
+
+const ADDRESS_SLOTS: usize = 64;
+
+fn put_str<'a>(out: &mut Vec<u8>, dict: &mut Dict<'a>, s: &'a str) {
+    let address = s.as_ptr() as usize;
+    let slot = ((address >> 4) ^ (address >> 10)) % ADDRESS_SLOTS;
+    let (known_address, known_len, number) = dict.by_address[slot];
+    if number != 0 && known_address == address && known_len == s.len() {
+        put_varint(out, number);
         return;
     }
-    put_varint(out, 0);
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-    if dict.len() < DICT_MAX {
-        let next = dict.len() as u64 + 1;
-        dict.insert(s, next);
-    }
+    let number = match dict.by_text.get(s) {
+        Some(&number) => {
+            put_varint(out, number);
+            number
+        }
+        None => {
+            put_varint(out, 0);
+            put_varint(out, s.len() as u64);
+            out.extend_from_slice(s.as_bytes());
+            if dict.by_text.len() == DICT_MAX {
+                return;
+            }
+            let next = dict.by_text.len() as u64 + 1;
+            dict.by_text.insert(s, next);
+            next
+        }
+    };
+    dict.by_address[slot] = (address, s.len(), number);
 }
 
 struct Reader<'a> {
