@@ -93,7 +93,12 @@ pub fn encode(events: &[Event]) -> Chunk {
     // request of one event) never grow it; larger ones grow as they need.
     let mut dict = Dict {
         by_text: HashMap::with_capacity_and_hasher((events.len() * 6).min(64), Default::default()),
-        by_address: [(0, 0, 0); ADDRESS_SLOTS],
+        // A request of a few events has few repeats: not worth the table.
+        by_address: if events.len() >= 4 {
+            vec![(0, 0, 0); ADDRESS_SLOTS]
+        } else {
+            Vec::new()
+        },
     };
     let mut types: Vec<EventType> = Vec::new();
     for event in events {
@@ -182,8 +187,8 @@ struct Dict<'a> {
     /// body share their repeated strings (`event::fast::Interner`), so most
     /// are found here without hashing or comparing their text. Every string
     /// is borrowed for the whole encoding, so an address and a length name
-    /// one text. A number of 0 marks an empty slot.
-    by_address: [(usize, usize, u64); ADDRESS_SLOTS],
+    /// one text. A number of 0 marks an empty slot; no slots, no table.
+    by_address: Vec<(usize, usize, u64)>,
 }
 
 const ADDRESS_SLOTS: usize = 64;
@@ -191,8 +196,11 @@ const ADDRESS_SLOTS: usize = 64;
 fn put_str<'a>(out: &mut Vec<u8>, dict: &mut Dict<'a>, s: &'a str) {
     let address = s.as_ptr() as usize;
     let slot = ((address >> 4) ^ (address >> 10)) % ADDRESS_SLOTS;
-    let (known_address, known_len, number) = dict.by_address[slot];
-    if number != 0 && known_address == address && known_len == s.len() {
+    if let Some(&(known_address, known_len, number)) = dict.by_address.get(slot)
+        && number != 0
+        && known_address == address
+        && known_len == s.len()
+    {
         put_varint(out, number);
         return;
     }
@@ -213,7 +221,9 @@ fn put_str<'a>(out: &mut Vec<u8>, dict: &mut Dict<'a>, s: &'a str) {
             next
         }
     };
-    dict.by_address[slot] = (address, s.len(), number);
+    if let Some(entry) = dict.by_address.get_mut(slot) {
+        *entry = (address, s.len(), number);
+    }
 }
 
 struct Reader<'a> {
