@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use ring::Ring;
-use stats::{MeasureStats, Names, SummaryLimits, TypeSummary};
+use stats::{GroupDelta, MeasureStats, Names, SummaryLimits, TypeSummary};
 
 use serde::{Deserialize, Serialize};
 
@@ -264,30 +264,46 @@ impl Engine {
         let now = now.millis();
         for (kind, group) in self.group(events) {
             let state = self.types.entry(kind.clone()).or_default();
-            if group.len() < MERGE_GROUP_EVENTS {
+            let summed = if group.len() >= MERGE_GROUP_EVENTS {
+                let mut delta = GroupDelta::default();
                 for &i in &group {
-                    add_event(
-                        events[i],
-                        &kind,
-                        state,
-                        &mut self.names,
-                        &self.config,
-                        [&mut self.minute_summaries, &mut self.hour_summaries],
-                        now,
-                    );
+                    delta.add(events[i], &mut self.names, self.config.all_time_limits());
                 }
+                // Summing first gives what adding each event gives only when
+                // no summary runs out of room for a field (which fields are
+                // kept then depends on the order they come in).
+                let max = self.config.max_fields;
+                let ts = delta.first_ts();
+                let fits = |summary: Option<&TypeSummary>| delta.fits_beside(summary, max);
+                let fits_everywhere = fits(Some(&state.all_time))
+                    && [&mut self.minute_summaries, &mut self.hour_summaries]
+                        .into_iter()
+                        .all(|ring| fits(ring.slot_mut(ts, now).and_then(|slot| slot.get(&kind))));
+                fits_everywhere.then(|| delta.into_summary())
             } else {
-                let mut delta = TypeSummary::default();
-                let limits = self.config.all_time_limits();
-                for &i in &group {
-                    delta.add(events[i], &mut self.names, limits);
+                None
+            };
+            match summed {
+                Some(delta) => {
+                    state.all_time.merge(&delta, self.config.all_time_limits());
+                    for ring in [&mut self.minute_summaries, &mut self.hour_summaries] {
+                        if let Some(slot) = ring.slot_mut(delta.first_ts, now) {
+                            let summary = slot.entry(kind.clone()).or_default();
+                            summary.merge(&delta, self.config.slot_limits());
+                        }
+                    }
                 }
-                state.all_time.merge(&delta, limits);
-                let ts = delta.first_ts;
-                for ring in [&mut self.minute_summaries, &mut self.hour_summaries] {
-                    if let Some(slot) = ring.slot_mut(ts, now) {
-                        let summary = slot.entry(kind.clone()).or_default();
-                        summary.merge(&delta, self.config.slot_limits());
+                None => {
+                    for &i in &group {
+                        add_event(
+                            events[i],
+                            &kind,
+                            state,
+                            &mut self.names,
+                            &self.config,
+                            [&mut self.minute_summaries, &mut self.hour_summaries],
+                            now,
+                        );
                     }
                 }
             }

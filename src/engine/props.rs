@@ -95,19 +95,29 @@ proptest! {
     }
 }
 
-/// Events crowded into a few minutes, so that groups of one type and one
-/// minute are large enough to be summed and merged.
-fn crowded_events() -> impl Strategy<Value = Vec<Event>> {
+/// Events crowded into a few minutes (from `earliest` ms before `NOW`), so
+/// that groups of one type and one minute are large enough to be summed and
+/// merged.
+fn crowded_events(earliest: i64) -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec(
         (
             prop::sample::select(vec!["a", "b"]),
-            -3 * MINUTE..SECOND,
+            -earliest..SECOND,
             -1000i32..1000,
             prop::sample::select(vec!["x", "y", "z"]),
+            prop::option::of(0u32..100),
+            prop::option::of(prop::sample::select(vec!["p", "q"])),
         )
-            .prop_map(|(kind, offset, m, dim)| {
-                let doc = json!({"type": kind, "timestamp": NOW + offset,
-                                 "values": {"m": f64::from(m) / 4.0, "dim": dim}});
+            .prop_map(|(kind, offset, m, dim, n, zone)| {
+                // Multiples of 1/4: every sum is exact, whatever the order.
+                let mut values = json!({"m": f64::from(m) / 4.0, "dim": dim});
+                if let Some(n) = n {
+                    values["n"] = json!(n);
+                }
+                if let Some(zone) = zone {
+                    values["zone"] = json!(zone);
+                }
+                let doc = json!({"type": kind, "timestamp": NOW + offset, "values": values});
                 parse_event(
                     doc,
                     &Limits::default(),
@@ -153,23 +163,66 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn one_batch_equals_one_event_at_a_time(events in crowded_events()) {
-        let now = Timestamp::from_millis(NOW).unwrap();
-        let mut grouped = Engine::default();
-        grouped.apply_committed(1, &events, now);
-        let mut single = Engine::default();
-        for (i, event) in events.iter().enumerate() {
-            single.apply_committed(i as u64 + 1, std::slice::from_ref(event), now);
+    fn one_batch_equals_one_event_at_a_time(events in crowded_events(3 * MINUTE)) {
+        same_as_one_event_at_a_time(&events, events.len(), EngineConfig::default())?;
+    }
+
+    /// Within one minute events are taken in order, so even when a type
+    /// has more fields than are tracked, the same ones are kept.
+    #[test]
+    fn one_batch_keeps_the_same_fields_as_one_event_at_a_time(
+        events in crowded_events(NOW % MINUTE - 1),
+        max_fields in 2usize..6,
+        split in 0usize..400,
+    ) {
+        // In two commits: the second meets fields the first already tracks.
+        let config = EngineConfig { max_fields, ..EngineConfig::default() };
+        same_as_one_event_at_a_time(&events, split, config)?;
+    }
+}
+
+/// Applies `events` in two commits (split at `split`) to one engine and one
+/// at a time to another, and compares what both report.
+fn same_as_one_event_at_a_time(
+    events: &[Event],
+    split: usize,
+    config: EngineConfig,
+) -> Result<(), TestCaseError> {
+    let now = Timestamp::from_millis(NOW).unwrap();
+    let mut grouped = Engine::new(config);
+    let split = split.min(events.len());
+    grouped.apply_committed(1, &events[..split], now);
+    grouped.apply_committed(split as u64 + 1, &events[split..], now);
+    let mut single = Engine::new(config);
+    for (i, event) in events.iter().enumerate() {
+        single.apply_committed(i as u64 + 1, std::slice::from_ref(event), now);
+    }
+    for window in [None, Some(5 * MINUTE), Some(HOUR), Some(24 * HOUR)] {
+        let q = Query {
+            window_ms: window,
+            ..Query::default()
+        };
+        let (a, a_sums) = comparable(&grouped.query(&q, now));
+        let (b, b_sums) = comparable(&single.query(&q, now));
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(a_sums.len(), b_sums.len());
+        for (x, y) in a_sums.iter().zip(&b_sums) {
+            prop_assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{} vs {}", x, y);
         }
-        for window in [None, Some(5 * MINUTE), Some(HOUR), Some(24 * HOUR)] {
-            let q = Query { window_ms: window, ..Query::default() };
-            let (a, a_sums) = comparable(&grouped.query(&q, now));
-            let (b, b_sums) = comparable(&single.query(&q, now));
-            prop_assert_eq!(a, b);
-            prop_assert_eq!(a_sums.len(), b_sums.len());
-            for (x, y) in a_sums.iter().zip(&b_sums) {
-                prop_assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{} vs {}", x, y);
+        // Each dimension's groups, with the measures summed per value.
+        for kind in ["a", "b"] {
+            for by in ["dim", "zone"] {
+                let q = Query {
+                    kind: Some(EventType::parse(kind, &Limits::default()).unwrap()),
+                    window_ms: window,
+                    by: Some(by.into()),
+                    ..Query::default()
+                };
+                let a = format!("{:?}", grouped.query(&q, now).groups);
+                let b = format!("{:?}", single.query(&q, now).groups);
+                prop_assert_eq!(a, b);
             }
         }
     }
+    Ok(())
 }

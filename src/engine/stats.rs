@@ -250,6 +250,129 @@ impl TypeSummary {
     }
 }
 
+/// A group's events summed up before they are merged into summaries. Sums
+/// the same way as [`TypeSummary::add`], but keeps its fields in the order
+/// met and finds them by the address of the event's name first: the events
+/// of one body share their names, so a large group is summed without a
+/// tree lookup or a string comparison per value. Addresses are only
+/// trusted within one [`GroupDelta`], whose events all stay borrowed.
+#[derive(Default)]
+pub struct GroupDelta<'e> {
+    count: u64,
+    first_ts: i64,
+    last_ts: i64,
+    measures: Vec<DeltaField<'e, MeasureStats>>,
+    dimensions: Vec<DeltaField<'e, TopK<GroupStats>>>,
+    /// A field was left out for want of room.
+    overflowed: bool,
+}
+
+struct DeltaField<'e, T> {
+    name: Arc<str>,
+    /// The event's own text of the name, as last met.
+    seen: &'e str,
+    stats: T,
+}
+
+/// The index of the field named `name` in `fields`, if tracked.
+fn find_field<'e, T>(fields: &mut [DeltaField<'e, T>], name: &'e str) -> Option<usize> {
+    if let Some(i) = fields.iter().position(|f| std::ptr::eq(f.seen, name)) {
+        return Some(i);
+    }
+    let i = fields.iter().position(|f| *f.name == *name)?;
+    fields[i].seen = name;
+    Some(i)
+}
+
+impl<'e> GroupDelta<'e> {
+    pub fn first_ts(&self) -> i64 {
+        self.first_ts
+    }
+
+    /// Whether every field met fits, with those of `summary`, within
+    /// `max_fields`: then merging loses no field that adding each event
+    /// would have kept.
+    pub fn fits_beside(&self, summary: Option<&TypeSummary>, max_fields: usize) -> bool {
+        let theirs = summary.map_or(0, |s| s.measures.len() + s.dimensions.len());
+        !self.overflowed && theirs + self.measures.len() + self.dimensions.len() <= max_fields
+    }
+
+    pub fn add(&mut self, event: &'e Event, names: &mut Names, limits: SummaryLimits) {
+        let ts = event.timestamp.millis();
+        if self.count == 0 {
+            self.first_ts = ts;
+            self.last_ts = ts;
+        }
+        self.count += 1;
+        self.first_ts = self.first_ts.min(ts);
+        self.last_ts = self.last_ts.max(ts);
+        let tracked = self.measures.len() + self.dimensions.len();
+        let mut room = limits.max_fields.saturating_sub(tracked);
+        // The event's tracked measures, by index, for its dimensions' groups.
+        let mut tracked: SmallVec<[(usize, f64); 8]> = SmallVec::new();
+        for (name, x) in event.measures() {
+            let at = match find_field(&mut self.measures, name) {
+                Some(at) => at,
+                None if room > 0 => {
+                    room -= 1;
+                    self.measures.push(DeltaField {
+                        name: names.intern(name),
+                        seen: name,
+                        stats: MeasureStats::default(),
+                    });
+                    self.measures.len() - 1
+                }
+                None => {
+                    self.overflowed = true;
+                    continue;
+                }
+            };
+            self.measures[at].stats.add(x, ts);
+            tracked.push((at, x));
+        }
+        for (name, value) in event.dimensions() {
+            let at = match find_field(&mut self.dimensions, name) {
+                Some(at) => at,
+                None if room > 0 => {
+                    room -= 1;
+                    self.dimensions.push(DeltaField {
+                        name: names.intern(name),
+                        seen: name,
+                        stats: TopK::new(limits.top_values),
+                    });
+                    self.dimensions.len() - 1
+                }
+                None => {
+                    self.overflowed = true;
+                    continue;
+                }
+            };
+            let group = self.dimensions[at].stats.observe(value);
+            for &(measure, x) in &tracked {
+                group.add(&self.measures[measure].name, x);
+            }
+        }
+    }
+
+    pub fn into_summary(self) -> TypeSummary {
+        TypeSummary {
+            count: self.count,
+            first_ts: self.first_ts,
+            last_ts: self.last_ts,
+            measures: self
+                .measures
+                .into_iter()
+                .map(|f| (f.name, f.stats))
+                .collect(),
+            dimensions: self
+                .dimensions
+                .into_iter()
+                .map(|f| (f.name, f.stats))
+                .collect(),
+        }
+    }
+}
+
 /// Field names shared between all aggregates, so each name is allocated once.
 #[derive(Debug, Default)]
 pub struct Names {
