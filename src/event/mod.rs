@@ -596,8 +596,12 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
     }
 }
 
+/// Bytes per NDJSON line assumed when sizing the list of events up front.
+const TYPICAL_LINE_BYTES: usize = 128;
+
 fn parse_ndjson_body(body: &[u8], limits: &Limits, now: Timestamp) -> Parsed {
     let mut parsed = Parsed::default();
+    parsed.events.reserve(body.len() / TYPICAL_LINE_BYTES);
     let mut index = 0;
     let mut strings = fast::Interner::default();
     let mut line = |i: usize, text: Option<&str>, bytes: &[u8]| {

@@ -282,6 +282,9 @@ fn check_key(key: String) -> Result<String, IngestError> {
     }
 }
 
+/// The most buffer reserved for a body before its bytes arrive.
+const RESERVE_MAX: u64 = 1 << 20;
+
 /// Reads at most `limit` bytes. A larger body is read on and discarded (up
 /// to a bound) before the 413, because a client still sending when the
 /// connection closes would never see the answer.
@@ -292,7 +295,11 @@ async fn read_limited(
 ) -> Result<Vec<u8>, IngestError> {
     let failed = |e: std::io::Error| IngestError::BadBody(format!("could not read the body: {e}"));
     let mut reader = body.into_async_read();
-    let mut bytes = Vec::new();
+    // Sized up front from the announced length, so a body is not copied
+    // again each time the buffer grows; only so far, since a length is only
+    // a claim until the bytes arrive.
+    let reserve = announced.map_or(0, |n| n.min(limit as u64).min(RESERVE_MAX) as usize);
+    let mut bytes = Vec::with_capacity(reserve);
     if announced.is_none_or(|n| n <= limit as u64) {
         (&mut reader)
             .take(limit as u64 + 1)
