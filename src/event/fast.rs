@@ -9,7 +9,6 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use chrono::DateTime;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use super::{Event, EventType, Limits, Text, Timestamp, Value};
@@ -220,8 +219,8 @@ impl<'de> Visitor<'de> for TimestampSeed {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        let parsed = DateTime::parse_from_rfc3339(s).map_err(|_| give_up())?;
-        Timestamp::from_millis(parsed.timestamp_millis())
+        Timestamp::rfc3339_millis(s)
+            .and_then(Timestamp::from_millis)
             .map(Some)
             .ok_or_else(give_up)
     }
