@@ -255,7 +255,9 @@ impl Engine {
     /// Events are taken a group at a time, one group per type and minute. A
     /// large group is summed up once and merged into the all-time, minute and
     /// hour summaries, instead of adding each event to each of them; a small
-    /// one is added event by event. Counts and sums come out the same.
+    /// one is added event by event. Counts and sums come out the same. (Of a
+    /// type with more fields than are tracked, the fields kept are the first
+    /// met, group by group: within one call, minute by minute.)
     pub fn apply(&mut self, events: &[Event], now: Timestamp) {
         self.apply_refs(&events.iter().collect::<Vec<_>>(), now);
     }

@@ -7,60 +7,65 @@
 //! single-event requests commit a few events at a time, and applied
 //! together their events are grouped by type and minute as a large batch's
 //! are. Every read applies what waits first, so a read that follows an
-//! acknowledged ingest sees its events.
+//! acknowledged ingest sees its events. Gathered batches are applied by
+//! [`LiveEngine::run`], off the path of the commits and their answers; a
+//! commit applies them itself only if [`WAITING_MAX`] events wait.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use crate::engine::{self, Engine};
 use crate::event::Timestamp;
 use crate::feed::{CommittedBatch, Subscriber};
 
-/// Events that may wait at most; the commit that reaches this applies them.
+/// Events waiting when [`LiveEngine::run`] is woken to apply them.
 const APPLY_AFTER_EVENTS: usize = 4096;
+/// Events waiting at most: the commit that reaches this applies them itself.
+const WAITING_MAX: usize = 4 * APPLY_AFTER_EVENTS;
 
 pub struct LiveEngine {
-    inner: Mutex<Live>,
+    engine: Mutex<Engine>,
+    /// Taken only briefly, so a commit never waits for the engine.
+    waiting: Mutex<Waiting>,
+    enough_waiting: Notify,
 }
 
-struct Live {
-    engine: Engine,
-    /// Committed batches not yet applied, in commit order.
-    waiting: Vec<Arc<CommittedBatch>>,
-    waiting_events: usize,
+/// Committed batches not yet applied, in commit order.
+#[derive(Default)]
+struct Waiting {
+    batches: Vec<Arc<CommittedBatch>>,
+    events: usize,
 }
 
-impl Live {
-    fn catch_up(&mut self) {
-        if self.waiting.is_empty() {
-            return;
-        }
-        self.engine.apply_batches(&self.waiting, Timestamp::now());
-        self.waiting.clear();
-        self.waiting_events = 0;
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LiveEngine {
     pub fn new(engine: Engine) -> Self {
         Self {
-            inner: Mutex::new(Live {
-                engine,
-                waiting: Vec::new(),
-                waiting_events: 0,
-            }),
+            engine: Mutex::new(engine),
+            waiting: Mutex::new(Waiting::default()),
+            enough_waiting: Notify::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Live> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// The engine, locked, with every batch committed so far applied.
+    fn current(&self) -> MutexGuard<'_, Engine> {
+        let mut engine = lock(&self.engine);
+        // Taken while holding the engine, so batches are applied in order.
+        let waiting = std::mem::take(&mut *lock(&self.waiting));
+        if !waiting.batches.is_empty() {
+            engine.apply_batches(&waiting.batches, Timestamp::now());
+        }
+        engine
     }
 
     /// Runs `f` on the engine with every committed batch applied, holding it
-    /// meanwhile (commits wait).
+    /// meanwhile.
     pub fn with<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
-        let mut live = self.lock();
-        live.catch_up();
-        f(&mut live.engine)
+        f(&mut self.current())
     }
 
     pub fn query(&self, query: &engine::Query) -> engine::Snapshot {
@@ -71,15 +76,33 @@ impl LiveEngine {
     pub fn version(&self) -> u64 {
         self.with(|engine| engine.version())
     }
+
+    /// Applies waiting batches whenever enough have gathered, until `stop`.
+    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = self.enough_waiting.notified() => {}
+                _ = &mut stop => return,
+            }
+            let live = self.clone();
+            let _ = tokio::task::spawn_blocking(move || drop(live.current())).await;
+        }
+    }
 }
 
 impl Subscriber for LiveEngine {
     fn on_commit(&self, batch: &Arc<CommittedBatch>) {
-        let mut live = self.lock();
-        live.waiting_events += batch.events.len();
-        live.waiting.push(batch.clone());
-        if live.waiting_events >= APPLY_AFTER_EVENTS {
-            live.catch_up();
+        let waiting = {
+            let mut waiting = lock(&self.waiting);
+            waiting.events += batch.events.len();
+            waiting.batches.push(batch.clone());
+            waiting.events
+        };
+        if waiting >= WAITING_MAX {
+            drop(self.current());
+        } else if waiting >= APPLY_AFTER_EVENTS {
+            self.enough_waiting.notify_one();
         }
     }
 }
@@ -117,7 +140,7 @@ mod tests {
             });
             live.on_commit(&batch);
             one_by_one.apply_committed(i + 1, &batch.events, Timestamp::now());
-            assert!(live.lock().waiting_events < APPLY_AFTER_EVENTS);
+            assert!(lock(&live.waiting).events < WAITING_MAX);
             if i % 997 == 0 {
                 assert_eq!(total(&live), i + 1, "a read right after commit {i}");
             }

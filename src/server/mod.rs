@@ -150,6 +150,7 @@ pub async fn run(
         }
     };
     let hub_task = tokio::spawn(hub.clone().run(stopped()));
+    let engine_task = tokio::spawn(engine.clone().run(stopped()));
     let maintenance = Maintenance {
         store: store.clone(),
         engine: engine.clone(),
@@ -180,6 +181,7 @@ pub async fn run(
         );
     let result = server.await;
     let _ = hub_task.await;
+    let _ = engine_task.await;
     let _ = maintenance_task.await;
     store.close().await;
     if let Err(e) = maintenance.save_snapshot().await {
