@@ -22,10 +22,14 @@ pub struct Interner {
     types: Vec<EventType>,
     /// Field names met in this body.
     names: Vec<Text>,
-    /// For each field position, the index in `names` of the name the latest
-    /// event had there: events of one kind repeat their names in order, so
-    /// this settles most lookups with one comparison.
-    by_position: Vec<usize>,
+    /// Per event type (row 0: the type is not known yet, as when `values`
+    /// comes before `type`), for each field position, the index in `names`
+    /// of the name the latest such event had there: events of one type
+    /// repeat their names in order, so this settles most lookups with one
+    /// comparison.
+    by_position: Vec<Vec<usize>>,
+    /// The row of `by_position` of the event being parsed.
+    row: usize,
     /// Position of the next field of the event being parsed.
     position: usize,
     texts: HashSet<Text, foldhash::fast::RandomState>,
@@ -40,13 +44,21 @@ const CACHED_TEXTS: usize = 1024;
 const CACHED_TEXT_LEN: usize = 64;
 
 impl Interner {
+    /// Where the next event starts.
+    fn start_event(&mut self) {
+        self.row = 0;
+        self.position = 0;
+    }
+
     fn kind(&mut self, s: &str, limits: &Limits) -> Option<EventType> {
-        if let Some(kind) = self.types.iter().find(|k| k.as_str() == s) {
-            return Some(kind.clone());
+        if let Some(i) = self.types.iter().position(|k| k.as_str() == s) {
+            self.row = i + 1;
+            return Some(self.types[i].clone());
         }
         let kind = EventType::parse(s, limits).ok()?;
         if self.types.len() < CACHED_TYPES {
             self.types.push(kind.clone());
+            self.row = self.types.len();
         }
         Some(kind)
     }
@@ -56,7 +68,11 @@ impl Interner {
     fn name(&mut self, s: &str, limits: &Limits) -> Option<Text> {
         let at = self.position;
         self.position += 1;
-        let hint = self.by_position.get(at).copied();
+        let hint = self
+            .by_position
+            .get(self.row)
+            .and_then(|row| row.get(at))
+            .copied();
         if let Some(known) = hint.map(|i| &self.names[i]).filter(|known| &***known == s) {
             return Some(known.clone());
         }
@@ -75,9 +91,13 @@ impl Interner {
                 self.names.len() - 1
             }
         };
-        match self.by_position.get_mut(at) {
+        if self.by_position.len() <= self.row {
+            self.by_position.resize_with(self.row + 1, Vec::new);
+        }
+        let row = &mut self.by_position[self.row];
+        match row.get_mut(at) {
             Some(slot) => *slot = index,
-            None if at < CACHED_NAMES => self.by_position.push(index),
+            None if at < CACHED_NAMES => row.push(index),
             None => {}
         }
         Some(self.names[index].clone())
@@ -99,7 +119,7 @@ impl Interner {
 pub fn parse(text: &str, limits: &Limits, now: Timestamp, strings: &mut Interner) -> Option<Event> {
     // From text already known to be UTF-8, strings are not checked again.
     let mut de = serde_json::Deserializer::from_str(text);
-    strings.position = 0;
+    strings.start_event();
     let event = EventSeed {
         limits,
         now,
