@@ -93,15 +93,18 @@ impl LiveEngine {
 
 impl Subscriber for LiveEngine {
     fn on_commit(&self, batch: &Arc<CommittedBatch>) {
-        let waiting = {
+        let (before, after) = {
             let mut waiting = lock(&self.waiting);
+            let before = waiting.events;
             waiting.events += batch.events.len();
             waiting.batches.push(batch.clone());
-            waiting.events
+            (before, waiting.events)
         };
-        if waiting >= WAITING_MAX {
+        if after >= WAITING_MAX {
             drop(self.current());
-        } else if waiting >= APPLY_AFTER_EVENTS {
+        } else if before < APPLY_AFTER_EVENTS && after >= APPLY_AFTER_EVENTS {
+            // Once per crossing: waking the task on every commit after it
+            // would have it apply a few events at a time.
             self.enough_waiting.notify_one();
         }
     }
