@@ -75,6 +75,18 @@ LUA
 rps() { wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+echo "== 0: what one flush costs on this disk" >&2
+# Every acknowledged ingest waits for one; its CPU time is taken from the
+# same two cores as everything else (the baseline never flushes).
+N_SYNC=$([ "$SMOKE" = 1 ] && echo 200 || echo 5000)
+dd if=/dev/zero of="$WORK/flush" bs=4k count="$N_SYNC" status=none
+sync
+TIMEFORMAT='%R %S'
+flush=$( { time dd if=/dev/zero of="$WORK/flush" bs=4k count="$N_SYNC" oflag=dsync conv=notrunc status=none; } 2>&1 | tail -1)
+unset TIMEFORMAT
+rm -f "$WORK/flush"
+row "0. one durable 4 KiB write on this disk (us: wall, kernel CPU)" "$(echo "$flush" | awk -v n="$N_SYNC" '{printf "%.0f, %.0f", $1 * 1e6 / n, $2 * 1e6 / n}')" "" "" "context" "dd bs=4k count=$N_SYNC oflag=dsync conv=notrunc"
+
 echo "== 1, 2: ingest throughput, rta and the baseline in alternation" >&2
 start_rta "$WORK/throughput"
 start_base

@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
 use super::AppState;
-use super::models::{ApiError, EventOut, EventsIn, IngestReport, Metrics};
+use super::models::{ApiError, EventOut, EventsIn, IngestReport, Metrics, SerdeJson};
 use crate::engine;
 use crate::event::{self, BodyError, BodyFormat, EventType, Timestamp};
 use crate::store::{Appended, IdempotencyKey, StoreError};
@@ -200,7 +200,7 @@ impl Api {
     ) -> IngestResponse {
         // Boxed: a small future for the layers above to move around.
         match Box::pin(self.ingest_inner(req, body, key)).await {
-            Ok(report) => IngestResponse::Ok(Json(report)),
+            Ok(report) => IngestResponse::Ok(SerdeJson(report)),
             Err(e) => e.into(),
         }
     }
@@ -380,7 +380,7 @@ impl From<IngestError> for IngestResponse {
             IngestError::BadBody(_) | IngestError::Unparseable(_) => {
                 IngestResponse::BadRequest(err("bad_request"))
             }
-            IngestError::NothingValid(report) => IngestResponse::Unprocessable(Json(report)),
+            IngestError::NothingValid(report) => IngestResponse::Unprocessable(SerdeJson(report)),
             IngestError::Store(_) => IngestResponse::Unavailable(err("unavailable")),
             IngestError::Internal(_) => IngestResponse::Internal(err("internal")),
         }
@@ -391,7 +391,7 @@ impl From<IngestError> for IngestResponse {
 enum IngestResponse {
     /// Every valid event is durable; `rejected` lists the others.
     #[oai(status = 200)]
-    Ok(Json<IngestReport>),
+    Ok(SerdeJson<IngestReport>),
     /// The body could not be read as events at all (the message says where it broke).
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
@@ -406,7 +406,7 @@ enum IngestResponse {
     UnsupportedMediaType(Json<ApiError>),
     /// No event in the request was valid; `rejected` says why for each.
     #[oai(status = 422)]
-    Unprocessable(Json<IngestReport>),
+    Unprocessable(SerdeJson<IngestReport>),
     /// Unexpected failure.
     #[oai(status = 500)]
     Internal(Json<ApiError>),

@@ -2,8 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use poem_openapi::types::Example;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{Example, Type};
 use poem_openapi::{Object, Union};
+use serde::Serialize;
 
 use crate::engine::{self, Basic};
 use crate::event::{Rejection, Timestamp};
@@ -48,8 +52,9 @@ pub enum EventsIn {
 }
 
 /// What happened to the events of one request.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, Serialize)]
 #[oai(rename_all = "camelCase", example)]
+#[serde(rename_all = "camelCase")]
 pub struct IngestReport {
     /// Events stored durably by this request.
     pub accepted: u64,
@@ -59,7 +64,39 @@ pub struct IngestReport {
     pub rejected: Vec<RejectedEvent>,
     /// True when this answers a repeated `Idempotency-Key`: nothing new was stored.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replayed: Option<bool>,
+}
+
+/// A JSON answer written straight from `T` by serde, documented with `T`'s
+/// schema. poem-openapi's `Json` builds a `serde_json::Value` first, which
+/// cost the ingest answer 3,000 instructions: more than storing its event.
+/// `T`'s serde and poem-openapi forms must agree (tested for `IngestReport`).
+pub struct SerdeJson<T>(pub T);
+
+impl<T: Type + Send> Payload for SerdeJson<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + Serialize + Send> IntoResponse for SerdeJson<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => Response::builder()
+                .content_type(Self::CONTENT_TYPE)
+                .body(body),
+            Err(e) => Response::builder()
+                .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                .body(e.to_string()),
+        }
+    }
 }
 
 impl Example for IngestReport {
@@ -79,12 +116,13 @@ impl Example for IngestReport {
     }
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, Serialize)]
 pub struct RejectedEvent {
     /// 0-based position of the event in the request.
     pub index: u64,
     /// 1-based line in an NDJSON body.
     #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     /// What was wrong.
     pub error: String,
@@ -428,6 +466,30 @@ impl From<engine::TypeMetrics> for TypeMetrics {
                         .collect(),
                 })
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+
+    #[test]
+    fn the_ingest_answer_is_what_its_schema_says() {
+        let mut replayed = IngestReport::example();
+        replayed.replayed = Some(true);
+        replayed.rejected[0].line = Some(3);
+        let empty = IngestReport {
+            accepted: 1,
+            first_seq: None,
+            rejected: vec![],
+            replayed: None,
+        };
+        for report in [IngestReport::example(), replayed, empty] {
+            let ours = serde_json::to_value(&report).expect("serializable");
+            assert_eq!(Some(ours), report.to_json(), "{report:?}");
         }
     }
 }
