@@ -7,19 +7,19 @@
 //! single-event requests commit a few events at a time, and applied
 //! together their events are grouped by type and minute as a large batch's
 //! are. Every read applies what waits first, so a read that follows an
-//! acknowledged ingest sees its events. Gathered batches are applied by
-//! [`LiveEngine::run`], off the path of the commits and their answers; a
-//! commit applies them itself only if [`WAITING_MAX`] events wait.
+//! acknowledged ingest sees its events. Gathered batches are applied by a
+//! thread of their own ("rta-engine"), off the path of the commits and their
+//! answers; a commit applies them itself only if [`WAITING_MAX`] events wait.
+//! The thread ends when the `LiveEngine` is dropped.
 
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::engine::{self, Engine};
 use crate::event::Timestamp;
 use crate::feed::{CommittedBatch, Subscriber};
 
-/// Events waiting when [`LiveEngine::run`] is woken to apply them.
+/// Events waiting when the engine's thread is woken to apply them.
 const APPLY_AFTER_EVENTS: usize = 4096;
 /// Events waiting at most: the commit that reaches this applies them itself.
 const WAITING_MAX: usize = 4 * APPLY_AFTER_EVENTS;
@@ -28,7 +28,8 @@ pub struct LiveEngine {
     engine: Mutex<Engine>,
     /// Taken only briefly, so a commit never waits for the engine.
     waiting: Mutex<Waiting>,
-    enough_waiting: Notify,
+    /// Wakes the engine's thread; it stops once this is dropped.
+    enough_waiting: SyncSender<()>,
 }
 
 /// Committed batches not yet applied, in commit order.
@@ -43,12 +44,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LiveEngine {
-    pub fn new(engine: Engine) -> Self {
-        Self {
+    /// Shares `engine`, with a thread that applies gathered batches.
+    pub fn start(engine: Engine) -> std::io::Result<Arc<Self>> {
+        let (wake, woken) = sync_channel::<()>(1);
+        let live = Arc::new(Self {
             engine: Mutex::new(engine),
             waiting: Mutex::new(Waiting::default()),
-            enough_waiting: Notify::new(),
-        }
+            enough_waiting: wake,
+        });
+        let weak: Weak<Self> = Arc::downgrade(&live);
+        std::thread::Builder::new()
+            .name("rta-engine".into())
+            .spawn(move || {
+                while woken.recv().is_ok() {
+                    let Some(live) = weak.upgrade() else { return };
+                    drop(live.current());
+                }
+            })?;
+        Ok(live)
     }
 
     /// The engine, locked, with every batch committed so far applied.
@@ -76,19 +89,6 @@ impl LiveEngine {
     pub fn version(&self) -> u64 {
         self.with(|engine| engine.version())
     }
-
-    /// Applies waiting batches whenever enough have gathered, until `stop`.
-    pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = self.enough_waiting.notified() => {}
-                _ = &mut stop => return,
-            }
-            let live = self.clone();
-            let _ = tokio::task::spawn_blocking(move || drop(live.current())).await;
-        }
-    }
 }
 
 impl Subscriber for LiveEngine {
@@ -103,9 +103,13 @@ impl Subscriber for LiveEngine {
         if after >= WAITING_MAX {
             drop(self.current());
         } else if before < APPLY_AFTER_EVENTS && after >= APPLY_AFTER_EVENTS {
-            // Once per crossing: waking the task on every commit after it
+            // Once per crossing: waking the thread on every commit after it
             // would have it apply a few events at a time.
-            self.enough_waiting.notify_one();
+            match self.enough_waiting.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                // No thread (it could not be woken): apply here.
+                Err(TrySendError::Disconnected(())) => drop(self.current()),
+            }
         }
     }
 }
@@ -133,7 +137,7 @@ mod tests {
 
     #[test]
     fn reads_see_every_commit_and_waiting_stays_bounded() {
-        let live = LiveEngine::new(Engine::new(EngineConfig::default()));
+        let live = LiveEngine::start(Engine::new(EngineConfig::default())).expect("a thread");
         let mut one_by_one = Engine::new(EngineConfig::default());
         for i in 0..10_000u64 {
             let kind = if i % 3 == 0 { "a" } else { "b" };
@@ -162,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_batch_seen_twice_counts_once() {
-        let live = LiveEngine::new(Engine::new(EngineConfig::default()));
+        let live = LiveEngine::start(Engine::new(EngineConfig::default())).expect("a thread");
         let batch = Arc::new(CommittedBatch {
             first_seq: 1,
             events: vec![event("a", 1), event("a", 2)],

@@ -119,7 +119,7 @@ pub async fn run(
     } else {
         format!("{} events read", loaded.replayed)
     };
-    let engine = Arc::new(LiveEngine::new(loaded.engine));
+    let engine = LiveEngine::start(loaded.engine).context("cannot start the engine's thread")?;
     let hub = Arc::new(ws::Hub::new(engine.clone(), config.push_interval));
     for event in store.recent(50, None).await?.into_iter().rev() {
         hub.on_commit(&Arc::new(CommittedBatch {
@@ -150,7 +150,6 @@ pub async fn run(
         }
     };
     let hub_task = tokio::spawn(hub.clone().run(stopped()));
-    let engine_task = tokio::spawn(engine.clone().run(stopped()));
     let maintenance = Maintenance {
         store: store.clone(),
         engine: engine.clone(),
@@ -181,7 +180,6 @@ pub async fn run(
         );
     let result = server.await;
     let _ = hub_task.await;
-    let _ = engine_task.await;
     let _ = maintenance_task.await;
     store.close().await;
     if let Err(e) = maintenance.save_snapshot().await {
