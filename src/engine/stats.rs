@@ -142,6 +142,16 @@ impl GroupStats {
     }
 }
 
+/// Counts one more event at `ts` into a count and the span of timestamps.
+fn count_event(count: &mut u64, first_ts: &mut i64, last_ts: &mut i64, ts: i64) {
+    if *count == 0 {
+        (*first_ts, *last_ts) = (ts, ts);
+    }
+    *count += 1;
+    *first_ts = (*first_ts).min(ts);
+    *last_ts = (*last_ts).max(ts);
+}
+
 /// Bounds that keep a summary's memory fixed.
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryLimits {
@@ -164,13 +174,7 @@ pub struct TypeSummary {
 impl TypeSummary {
     pub fn add(&mut self, event: &Event, names: &mut Names, limits: SummaryLimits) {
         let ts = event.timestamp.millis();
-        if self.count == 0 {
-            self.first_ts = ts;
-            self.last_ts = ts;
-        }
-        self.count += 1;
-        self.first_ts = self.first_ts.min(ts);
-        self.last_ts = self.last_ts.max(ts);
+        count_event(&mut self.count, &mut self.first_ts, &mut self.last_ts, ts);
         let tracked = self.measures.len() + self.dimensions.len();
         let mut room = limits.max_fields.saturating_sub(tracked);
         for (name, x) in event.measures() {
@@ -299,13 +303,7 @@ impl<'e> GroupDelta<'e> {
 
     pub fn add(&mut self, event: &'e Event, names: &mut Names, limits: SummaryLimits) {
         let ts = event.timestamp.millis();
-        if self.count == 0 {
-            self.first_ts = ts;
-            self.last_ts = ts;
-        }
-        self.count += 1;
-        self.first_ts = self.first_ts.min(ts);
-        self.last_ts = self.last_ts.max(ts);
+        count_event(&mut self.count, &mut self.first_ts, &mut self.last_ts, ts);
         let tracked = self.measures.len() + self.dimensions.len();
         let mut room = limits.max_fields.saturating_sub(tracked);
         // The event's tracked measures, by index, for its dimensions' groups.
