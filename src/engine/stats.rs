@@ -278,14 +278,34 @@ struct DeltaField<'e, T> {
     stats: T,
 }
 
-/// The index of the field named `name` in `fields`, if tracked.
-fn find_field<'e, T>(fields: &mut [DeltaField<'e, T>], name: &'e str) -> Option<usize> {
+/// The index of the field named `name` in `fields`: found, or added (made
+/// by `new`) while there is `room`; `None`, noted in `overflowed`, if not.
+fn field_at<'e, T>(
+    fields: &mut Vec<DeltaField<'e, T>>,
+    name: &'e str,
+    room: &mut usize,
+    overflowed: &mut bool,
+    names: &mut Names,
+    new: impl FnOnce() -> T,
+) -> Option<usize> {
     if let Some(i) = fields.iter().position(|f| std::ptr::eq(f.seen, name)) {
         return Some(i);
     }
-    let i = fields.iter().position(|f| *f.name == *name)?;
-    fields[i].seen = name;
-    Some(i)
+    if let Some(i) = fields.iter().position(|f| *f.name == *name) {
+        fields[i].seen = name;
+        return Some(i);
+    }
+    if *room == 0 {
+        *overflowed = true;
+        return None;
+    }
+    *room -= 1;
+    fields.push(DeltaField {
+        name: names.intern(name),
+        seen: name,
+        stats: new(),
+    });
+    Some(fields.len() - 1)
 }
 
 impl<'e> GroupDelta<'e> {
@@ -309,42 +329,30 @@ impl<'e> GroupDelta<'e> {
         // The event's tracked measures, by index, for its dimensions' groups.
         let mut tracked: SmallVec<[(usize, f64); 8]> = SmallVec::new();
         for (name, x) in event.measures() {
-            let at = match find_field(&mut self.measures, name) {
-                Some(at) => at,
-                None if room > 0 => {
-                    room -= 1;
-                    self.measures.push(DeltaField {
-                        name: names.intern(name),
-                        seen: name,
-                        stats: MeasureStats::default(),
-                    });
-                    self.measures.len() - 1
-                }
-                None => {
-                    self.overflowed = true;
-                    continue;
-                }
-            };
+            let new = MeasureStats::default;
+            let at = field_at(
+                &mut self.measures,
+                name,
+                &mut room,
+                &mut self.overflowed,
+                names,
+                new,
+            );
+            let Some(at) = at else { continue };
             self.measures[at].stats.add(x, ts);
             tracked.push((at, x));
         }
         for (name, value) in event.dimensions() {
-            let at = match find_field(&mut self.dimensions, name) {
-                Some(at) => at,
-                None if room > 0 => {
-                    room -= 1;
-                    self.dimensions.push(DeltaField {
-                        name: names.intern(name),
-                        seen: name,
-                        stats: TopK::new(limits.top_values),
-                    });
-                    self.dimensions.len() - 1
-                }
-                None => {
-                    self.overflowed = true;
-                    continue;
-                }
-            };
+            let new = || TopK::new(limits.top_values);
+            let at = field_at(
+                &mut self.dimensions,
+                name,
+                &mut room,
+                &mut self.overflowed,
+                names,
+                new,
+            );
+            let Some(at) = at else { continue };
             let group = self.dimensions[at].stats.observe(value);
             for &(measure, x) in &tracked {
                 group.add(&self.measures[measure].name, x);
