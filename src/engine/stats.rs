@@ -278,34 +278,42 @@ struct DeltaField<'e, T> {
     stats: T,
 }
 
-/// The index of the field named `name` in `fields`: found, or added (made
-/// by `new`) while there is `room`; `None`, noted in `overflowed`, if not.
-fn field_at<'e, T>(
-    fields: &mut Vec<DeltaField<'e, T>>,
-    name: &'e str,
-    room: &mut usize,
-    overflowed: &mut bool,
-    names: &mut Names,
-    new: impl FnOnce() -> T,
-) -> Option<usize> {
-    if let Some(i) = fields.iter().position(|f| std::ptr::eq(f.seen, name)) {
-        return Some(i);
+/// What one event may still add to a [`GroupDelta`]: fields while there is
+/// room (noting when there is not), named through `names`.
+struct Adding<'a> {
+    room: usize,
+    overflowed: &'a mut bool,
+    names: &'a mut Names,
+}
+
+impl Adding<'_> {
+    /// The index of the field named `name` in `fields`: found, or added
+    /// (made by `new`) if there is room.
+    fn field<'e, T>(
+        &mut self,
+        fields: &mut Vec<DeltaField<'e, T>>,
+        name: &'e str,
+        new: impl FnOnce() -> T,
+    ) -> Option<usize> {
+        if let Some(i) = fields.iter().position(|f| std::ptr::eq(f.seen, name)) {
+            return Some(i);
+        }
+        if let Some(i) = fields.iter().position(|f| *f.name == *name) {
+            fields[i].seen = name;
+            return Some(i);
+        }
+        if self.room == 0 {
+            *self.overflowed = true;
+            return None;
+        }
+        self.room -= 1;
+        fields.push(DeltaField {
+            name: self.names.intern(name),
+            seen: name,
+            stats: new(),
+        });
+        Some(fields.len() - 1)
     }
-    if let Some(i) = fields.iter().position(|f| *f.name == *name) {
-        fields[i].seen = name;
-        return Some(i);
-    }
-    if *room == 0 {
-        *overflowed = true;
-        return None;
-    }
-    *room -= 1;
-    fields.push(DeltaField {
-        name: names.intern(name),
-        seen: name,
-        stats: new(),
-    });
-    Some(fields.len() - 1)
 }
 
 impl<'e> GroupDelta<'e> {
@@ -325,34 +333,25 @@ impl<'e> GroupDelta<'e> {
         let ts = event.timestamp.millis();
         count_event(&mut self.count, &mut self.first_ts, &mut self.last_ts, ts);
         let tracked = self.measures.len() + self.dimensions.len();
-        let mut room = limits.max_fields.saturating_sub(tracked);
+        let mut adding = Adding {
+            room: limits.max_fields.saturating_sub(tracked),
+            overflowed: &mut self.overflowed,
+            names,
+        };
         // The event's tracked measures, by index, for its dimensions' groups.
         let mut tracked: SmallVec<[(usize, f64); 8]> = SmallVec::new();
         for (name, x) in event.measures() {
-            let new = MeasureStats::default;
-            let at = field_at(
-                &mut self.measures,
-                name,
-                &mut room,
-                &mut self.overflowed,
-                names,
-                new,
-            );
-            let Some(at) = at else { continue };
+            let Some(at) = adding.field(&mut self.measures, name, MeasureStats::default) else {
+                continue;
+            };
             self.measures[at].stats.add(x, ts);
             tracked.push((at, x));
         }
         for (name, value) in event.dimensions() {
             let new = || TopK::new(limits.top_values);
-            let at = field_at(
-                &mut self.dimensions,
-                name,
-                &mut room,
-                &mut self.overflowed,
-                names,
-                new,
-            );
-            let Some(at) = at else { continue };
+            let Some(at) = adding.field(&mut self.dimensions, name, new) else {
+                continue;
+            };
             let group = self.dimensions[at].stats.observe(value);
             for &(measure, x) in &tracked {
                 group.add(&self.measures[measure].name, x);
