@@ -43,11 +43,11 @@ export class Live {
     this.socket = socket;
     this.onStatus(this.failures ? 'reconnecting' : 'connecting', this.failures ? 'Reconnecting…' : 'Connecting…');
     let opened = false;
+    let synced = false;
     socket.onopen = () => {
       opened = true;
       this.delay = MIN_DELAY;
       this.failures = 0;
-      this.onStatus('connected', 'Live');
     };
     socket.onmessage = (event) => {
       let message;
@@ -57,6 +57,12 @@ export class Live {
         return;
       }
       this.onMessage(message);
+      // "Live" once the page shows the server's state (its first message is
+      // the snapshot), not merely when the socket opens.
+      if (!synced) {
+        synced = true;
+        this.onStatus('connected', 'Live');
+      }
     };
     socket.onclose = () => (opened ? this.retry() : this.diagnose());
   }
