@@ -169,6 +169,46 @@ async fn serves_the_openapi_spec_docs_and_health() {
 }
 
 #[tokio::test]
+async fn every_answer_says_nosniff_and_errors_are_json() {
+    let server = TestServer::start().await;
+    for (method, path, status) in [
+        (reqwest::Method::GET, "/api/metrics", StatusCode::OK),
+        (reqwest::Method::GET, "/", StatusCode::OK),
+        (reqwest::Method::GET, "/no/such/page", StatusCode::NOT_FOUND),
+        (
+            reqwest::Method::POST,
+            "/api/ingest",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/api/metrics",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let response = server
+            .http
+            .request(method.clone(), format!("{}{path}", server.url))
+            .header("content-type", "application/json")
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{method} {path}"
+        );
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap();
+            assert!(body["error"].is_string(), "{method} {path}: {body}");
+            assert!(body["message"].is_string(), "{method} {path}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_million_distinct_values_keep_memory_and_answers_small() {
     let server = TestServer::start().await;
     let warm: Vec<Value> = (0..1000)
