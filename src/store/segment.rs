@@ -91,8 +91,20 @@ pub fn encode(events: &[Event]) -> Chunk {
     put_varint(&mut out, zigzag(min_ts));
     // Sized for a few strings per event up front, so that small chunks (one
     // request of one event) never grow it; larger ones grow as they need.
+    // One event (a single-event request) is written with every string in
+    // full: repeats within one event are rare, and building the table cost
+    // 2,000 instructions, as much as the rest of its encoding.
+    let shared = events.len() > 1;
     let mut dict = Dict {
-        by_text: HashMap::with_capacity_and_hasher((events.len() * 6).min(64), Default::default()),
+        shared,
+        by_text: HashMap::with_capacity_and_hasher(
+            if shared {
+                (events.len() * 6).min(64)
+            } else {
+                0
+            },
+            Default::default(),
+        ),
         // A request of a few events has few repeats: not worth the table.
         by_address: if events.len() >= 4 {
             vec![(0, 0, 0); ADDRESS_SLOTS]
@@ -182,6 +194,8 @@ fn put_varint(out: &mut Vec<u8>, mut x: u64) {
 
 /// The strings of a chunk being written, each with its dictionary number.
 struct Dict<'a> {
+    /// Whether repeated strings are written as references at all.
+    shared: bool,
     by_text: HashMap<&'a str, u64>,
     /// The latest strings found, by address and length: the events of one
     /// body share their repeated strings (`event::fast::Interner`), so most
@@ -204,15 +218,17 @@ fn put_str<'a>(out: &mut Vec<u8>, dict: &mut Dict<'a>, s: &'a str) {
         put_varint(out, number);
         return;
     }
+    if !dict.shared {
+        put_literal(out, s);
+        return;
+    }
     let number = match dict.by_text.get(s) {
         Some(&number) => {
             put_varint(out, number);
             number
         }
         None => {
-            put_varint(out, 0);
-            put_varint(out, s.len() as u64);
-            out.extend_from_slice(s.as_bytes());
+            put_literal(out, s);
             if dict.by_text.len() == DICT_MAX {
                 return;
             }
@@ -224,6 +240,14 @@ fn put_str<'a>(out: &mut Vec<u8>, dict: &mut Dict<'a>, s: &'a str) {
     if let Some(entry) = dict.by_address.get_mut(slot) {
         *entry = (address, s.len(), number);
     }
+}
+
+/// A string written in full: 0, its length, its bytes. The reader numbers
+/// it as the next dictionary entry, whether or not it is referred to later.
+fn put_literal(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, 0);
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
 }
 
 struct Reader<'a> {
