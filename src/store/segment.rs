@@ -89,14 +89,14 @@ pub fn encode(events: &[Event]) -> Chunk {
     out.push(VERSION);
     put_varint(&mut out, events.len() as u64);
     put_varint(&mut out, zigzag(min_ts));
-    // Sized for a few strings per event up front, so that small chunks (one
-    // request of one event) never grow it; larger ones grow as they need.
     // One event (a single-event request) is written with every string in
     // full: repeats within one event are rare, and building the table cost
     // 2,000 instructions, as much as the rest of its encoding.
     let shared = events.len() > 1;
     let mut dict = Dict {
         shared,
+        // Sized for a few strings per event up front, so that small chunks
+        // never grow it; larger ones grow as they need.
         by_text: HashMap::with_capacity_and_hasher(
             if shared {
                 (events.len() * 6).min(64)
