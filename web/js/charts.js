@@ -55,6 +55,16 @@ function make(canvas, config) {
   return chart;
 }
 
+/**
+ * Sizes the charts inside `element` now. A chart made while its panel was
+ * hidden has no size until Chart.js notices the panel shown, a frame later.
+ */
+export function resizeWithin(element) {
+  for (const chart of charts) {
+    if (element.contains(chart.canvas)) chart.resize();
+  }
+}
+
 /** A time-series line chart; x values are milliseconds. */
 export function timeChart(canvas, { stacked = false, yTitle = '' } = {}) {
   return make(canvas, {

@@ -1,6 +1,6 @@
 // The dashboard: tabs, controls, and rendering of the live metrics.
 
-import { barChart, doughnutChart, setBars, setSeries, timeChart } from './charts.js';
+import { barChart, doughnutChart, resizeWithin, setBars, setSeries, timeChart } from './charts.js';
 import { brief, clock, colour, el, nthColour, number, setOptions } from './format.js';
 import { Live } from './live.js';
 
@@ -24,6 +24,7 @@ function selectTab(tab) {
     t.tabIndex = selected ? 0 : -1;
     $(t.getAttribute('aria-controls')).hidden = !selected;
   }
+  resizeWithin($(tab.getAttribute('aria-controls')));
   render();
 }
 for (const tab of tabs) {

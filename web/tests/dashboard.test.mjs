@@ -75,6 +75,12 @@ describe('dashboard', () => {
       Visualization: ['#panel-viz', ['chart-distribution', 'chart-compare']],
     };
     for (const [name, [panel, canvases]] of Object.entries(panels)) {
+      // The charts of a tab have their size as soon as it is shown, not a frame later.
+      const widths = await page.evaluate(([tabName, ids]) => {
+        [...document.querySelectorAll('[role="tab"]')].find((t) => t.textContent.trim() === tabName).click();
+        return ids.map((id) => document.getElementById(id).width);
+      }, [name, canvases]);
+      assert.ok(widths.every((w) => w > 0), `${name}: canvases sized at once (${widths})`);
       await page.getByRole('tab', { name }).click();
       assert.equal(await page.isVisible(panel), true, `${name} is shown`);
       for (const other of Object.values(panels).map(([p]) => p).filter((p) => p !== panel)) {
