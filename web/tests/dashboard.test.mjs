@@ -44,12 +44,9 @@ async function waitForText(page, selector, expected, timeout = 2000) {
   await page.waitForFunction(([s, e]) => document.querySelector(s)?.textContent === e, [selector, expected], { timeout });
 }
 
-describe('dashboard', () => {
-  let server;
-  before(async () => { server = await Server.start(); });
-  after(async () => { await server.dispose(); });
-
-  test('shows a friendly empty state, then fills live within two seconds', async () => {
+test('shows a friendly empty state, then fills live within two seconds', async () => {
+  const server = await Server.start();
+  try {
     const { context, page, errors, response } = await open(server);
     assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
     await page.waitForSelector('#status[data-state="connected"]');
@@ -62,7 +59,18 @@ describe('dashboard', () => {
     assert.equal(await page.isVisible('#empty'), false);
     assert.deepEqual(errors, []);
     await context.close();
+  } finally {
+    await server.dispose();
+  }
+});
+
+describe('dashboard', () => {
+  let server;
+  before(async () => {
+    server = await Server.start();
+    await server.ingest([...sales(30), ...users(12)]);
   });
+  after(async () => { await server.dispose(); });
 
   test('has three tabs that switch, with charts drawn on each', async () => {
     const { context, page, errors } = await open(server);
