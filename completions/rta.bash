@@ -383,7 +383,7 @@ _rta() {
             return 0
             ;;
         rta__subcmd__serve)
-            opts="-h -V --addr --data-dir --retention --token --read-token --cors-origin --max-connections --request-timeout --idle-timeout --max-body --push-interval --max-type-len --max-source-len --max-field-name-len --max-string-len --max-fields --help --version"
+            opts="-h -V --addr --data-dir --retention --token --read-token --cors-origin --allowed-host --max-connections --request-timeout --idle-timeout --max-body --push-interval --max-type-len --max-source-len --max-field-name-len --max-string-len --max-fields --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -410,6 +410,10 @@ _rta() {
                     return 0
                     ;;
                 --cors-origin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allowed-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -37,7 +37,8 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l data-dir -d 'Directory
 complete -c rta -n "__fish_rta_using_subcommand serve" -l retention -d 'Delete events older than this, such as 7d or 12h (default: keep everything)' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l token -d 'Require `Authorization: Bearer TOKEN` on ingest' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l read-token -d 'Require this token (or the --token one) to read metrics, events and the WebSocket. The dashboard asks for it and keeps it in the browser' -r
-complete -c rta -n "__fish_rta_using_subcommand serve" -l cors-origin -d 'Let pages from this origin call the API (CORS) and open the WebSocket, such as https://intranet.example.com. Repeat for several. Off by default' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l cors-origin -d 'Let pages from this origin call the API (CORS) and open the WebSocket, such as https://intranet.example.com, or `*` for any. Repeat for several. Off by default' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l allowed-host -d 'Also answer requests whose Host is this name (IP addresses, localhost and *.localhost always work). Repeat for several; `*.example.com` for a domain, `*` for any (behind a proxy that sets Host itself). Guards against DNS rebinding' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-connections -d 'Open connections at most; further ones wait until one closes' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l request-timeout -d 'Close a connection whose request does not arrive in full this long after its first byte' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l idle-timeout -d 'Close connections with no traffic for this long' -r
@@ -60,7 +61,7 @@ pageview\t'Web requests: latency_ms (long-tailed), bytes, path, device'"
 complete -c rta -n "__fish_rta_using_subcommand generate" -l seed -d 'Seed for reproducible data' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -l source -d 'The events\' source' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -s o -l output -d 'Write JSONL (or CSV, for a .csv name) to this file, `-` for stdout, instead of sending. Timestamps are then simulated, ending now, one --interval apart per batch' -r
-complete -c rta -n "__fish_rta_using_subcommand generate" -l start -d 'Timestamp of the first event (RFC 3339); later batches are one --interval apart' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l start -d 'Timestamp of the first event (RFC 3339, or a date for its midnight UTC); later batches are one --interval apart' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -l concurrency -d 'Requests in flight at once' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -l url -d 'The server\'s base URL' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -l token -d 'Bearer token, for a server started with --token' -r
@@ -85,9 +86,9 @@ complete -c rta -n "__fish_rta_using_subcommand query" -s t -l type -d 'One row 
 complete -c rta -n "__fish_rta_using_subcommand query" -l by -d 'With --type: one row per value of this dimension' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -s w -l window -d 'Only events of the last 5m, 1h, 24h... (by event time)' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -s f -l format -d 'Output format (default: a table)' -r -f -a "table\t'Aligned columns for people (boxes only on a terminal)'
-json\t'An array of objects, one per row'
+json\t'An array of objects, one per row, keyed by the CSV\'s column names'
 csv\t'Comma-separated, with a header row'
-tsv\t'Tab-separated, with a header row'"
+tsv\t'Tab-separated, with a header row; tabs, newlines and backslashes in values escaped'"
 complete -c rta -n "__fish_rta_using_subcommand query" -l top -d 'With --by: how many values' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l watch -d 'Refresh every SECONDS until Ctrl-C' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l url -d 'The server\'s base URL' -r

@@ -97,8 +97,9 @@ pub struct GenerateArgs {
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<String>,
 
-    /// Timestamp of the first event (RFC 3339); later batches are one --interval apart.
-    #[arg(long, value_name = "TIME")]
+    /// Timestamp of the first event (RFC 3339, or a date for its midnight UTC); later batches
+    /// are one --interval apart.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub start: Option<chrono::DateTime<chrono::Utc>>,
 
     /// Requests in flight at once.
@@ -235,7 +236,7 @@ pub struct ServeArgs {
     pub read_token: Option<String>,
 
     /// Let pages from this origin call the API (CORS) and open the WebSocket, such as
-    /// https://intranet.example.com. Repeat for several. Off by default.
+    /// https://intranet.example.com, or `*` for any. Repeat for several. Off by default.
     #[arg(
         long = "cors-origin",
         env = "RTA_CORS_ORIGINS",
@@ -243,6 +244,17 @@ pub struct ServeArgs {
         value_name = "ORIGIN"
     )]
     pub cors_origins: Vec<String>,
+
+    /// Also answer requests whose Host is this name (IP addresses, localhost and *.localhost
+    /// always work). Repeat for several; `*.example.com` for a domain, `*` for any (behind a
+    /// proxy that sets Host itself). Guards against DNS rebinding.
+    #[arg(
+        long = "allowed-host",
+        env = "RTA_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub allowed_hosts: Vec<String>,
 
     /// Open connections at most; further ones wait until one closes.
     #[arg(
@@ -305,6 +317,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration ({e}); use e.g. 250ms, 3s, 5m, 7d"))
 }
 
+/// Parses an RFC 3339 time (`2023-04-01T08:00:00Z`) or a date
+/// (`2023-04-01`, meaning 00:00 UTC that day).
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(midnight) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(midnight.and_utc());
+    }
+    Err(format!(
+        "`{s}` is not a time; use RFC 3339 such as 2023-04-01T08:00:00Z, or a date such as 2023-04-01"
+    ))
+}
+
 /// Parses `16MiB`, `512KB`, `1G` or a number of bytes.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -354,5 +383,20 @@ mod tests {
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("0").is_err());
         assert!(parse_size("3 parsecs").is_err());
+        assert_eq!(
+            parse_time("2023-04-01").unwrap().to_rfc3339(),
+            "2023-04-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_time("2023-04-01T08:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2023-04-01T06:00:00+00:00"
+        );
+        assert!(
+            parse_time("yesterday")
+                .unwrap_err()
+                .contains("2023-04-01T08:00:00Z")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What the client commands share: the HTTP client with retries, progress
 //! reporting, and the exit codes they promise.
 
+pub mod escape;
 pub mod output;
 pub mod progress;
 pub mod reader;
@@ -44,6 +45,8 @@ pub enum ClientError {
         "cannot reach the rta server at {url}: {reason} (is `rta serve` running? set --url or RTA_URL)"
     )]
     Unreachable { url: String, reason: String },
+    #[error("the TLS connection to {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     #[error("the server at {url} answered {status}: {message}")]
     Server {
         url: String,
@@ -58,10 +61,19 @@ impl ClientError {
     /// The exit code this error should end the command with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ClientError::Unreachable { .. } => exit::UNREACHABLE,
+            ClientError::Unreachable { .. } | ClientError::Tls { .. } => exit::UNREACHABLE,
             _ => exit::FAILED,
         }
     }
+}
+
+/// What a command does with the server, which decides the token it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Sending events: the ingest token (`rta serve --token`).
+    Write,
+    /// Reading metrics: the read token (`rta serve --read-token`) or the ingest one.
+    Read,
 }
 
 /// The server's answer to an ingest request.
@@ -89,14 +101,13 @@ pub struct Client {
     base: String,
     token: Option<String>,
     retry_for: Duration,
+    purpose: Purpose,
 }
 
 impl Client {
-    pub fn new(args: &ClientArgs) -> anyhow::Result<Self> {
-        let base = args.url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            crate::usage!("--url must start with http:// or https://, got {base:?}");
-        }
+    pub fn new(args: &ClientArgs, purpose: Purpose) -> anyhow::Result<Self> {
+        let base = check_url(&args.url)?;
+        // https with rustls, trusting the system's roots (or SSL_CERT_FILE).
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(args.timeout)
@@ -107,6 +118,7 @@ impl Client {
             base,
             token: args.token.clone().filter(|t| !t.is_empty()),
             retry_for: args.retry_for,
+            purpose,
         })
     }
 
@@ -136,7 +148,7 @@ impl Client {
                 reason: e.to_string(),
             })
         } else {
-            Err(server_error(&url, response).await)
+            Err(self.server_error(&url, response).await)
         }
     }
 
@@ -145,7 +157,7 @@ impl Client {
         let url = format!("{}{path_and_query}", self.base);
         let response = self.send_with_retry(&url, || self.http.get(&url)).await?;
         if !response.status().is_success() {
-            return Err(server_error(&url, response).await);
+            return Err(self.server_error(&url, response).await);
         }
         response.json().await.map_err(|e| ClientError::Protocol {
             url: url.clone(),
@@ -175,6 +187,22 @@ impl Client {
                     return Err(ClientError::Protocol {
                         url: url.to_string(),
                         reason: describe(&e),
+                    });
+                }
+                // Retrying cannot mend a certificate or a protocol mismatch.
+                Err(e) if tls_failure(&e).is_some() => {
+                    return Err(ClientError::Tls {
+                        url: url.to_string(),
+                        reason: tls_failure(&e).unwrap_or_default(),
+                    });
+                }
+                Err(e) if not_http(&e) => {
+                    return Err(ClientError::Protocol {
+                        url: url.to_string(),
+                        reason: format!(
+                            "{} (it does not answer in HTTP; if it speaks https, use an https:// URL)",
+                            describe(&e)
+                        ),
                     });
                 }
                 Err(e) => describe(&e),
@@ -211,16 +239,122 @@ fn describe(e: &reqwest::Error) -> String {
     source.to_string()
 }
 
-async fn server_error(url: &str, response: reqwest::Response) -> ClientError {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or(text);
-    ClientError::Server {
-        url: url.to_string(),
-        status,
-        message,
+impl Client {
+    /// The server's error, its message made safe for a terminal, with what
+    /// to do about the usual mistakes.
+    async fn server_error(&self, url: &str, response: reqwest::Response) -> ClientError {
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        let message = escape::visible(&message).into_owned();
+        let message = match status {
+            401 => self.token_hint(),
+            404 => format!(
+                "{message} (is --url the address rta serves its dashboard at, such as http://127.0.0.1:8080? it is {})",
+                self.base
+            ),
+            _ => message,
+        };
+        ClientError::Server {
+            url: url.to_string(),
+            status,
+            message,
+        }
     }
+
+    fn token_hint(&self) -> String {
+        let which = match self.purpose {
+            Purpose::Write => "its ingest token (rta serve --token)",
+            Purpose::Read => "its read token (rta serve --read-token) or its ingest token",
+        };
+        if self.token.is_some() {
+            format!("the token given (--token or RTA_TOKEN) was refused: this server needs {which}")
+        } else {
+            format!("this server needs {which}: pass --token TOKEN or set RTA_TOKEN")
+        }
+    }
+}
+
+/// The server's base URL from `--url`: http or https, a host, and no API
+/// path (commands add `/api/...` themselves). A path prefix stays, for a
+/// server behind a proxy under one.
+fn check_url(given: &str) -> anyhow::Result<String> {
+    let example = "such as http://127.0.0.1:8080 or https://rta.example.com";
+    let url = match reqwest::Url::parse(given.trim()) {
+        Ok(url) => url,
+        Err(e) => crate::usage!(
+            "--url {given:?} is not a URL ({e}); give the server's address, {example}"
+        ),
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        crate::usage!("--url {given:?} must start with http:// or https://, {example}");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        crate::usage!("--url {given:?} has no host; {example}");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        crate::usage!(
+            "--url {given:?} has a query or fragment; give only the server's address, {example}"
+        );
+    }
+    let path = url.path().trim_end_matches('/');
+    if let Some(at) = path.find("/api").filter(|at| {
+        let rest = &path[at + 4..];
+        rest.is_empty() || rest.starts_with('/')
+    }) {
+        let mut base = url.clone();
+        base.set_path(&path[..at]);
+        crate::usage!(
+            "--url is the server's address without /api (the command adds the route): try {}",
+            base.as_str().trim_end_matches('/')
+        );
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Whether the answer could not be read as HTTP at all (say, a TLS server
+/// asked in plain http).
+fn not_http(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The reason a request failed in TLS (a certificate, a handshake, a
+/// server that does not speak TLS), with what to do about it, if it did.
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => {
+                    " (for a certificate from a private CA, point SSL_CERT_FILE at the CA's certificate)"
+                }
+                rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                    " (the server does not speak TLS there: rta serve speaks plain http, so use http:// unless a proxy in front of it adds TLS)"
+                }
+                _ => "",
+            };
+            return Some(format!("{tls}{hint}"));
+        }
+        // An io::Error's source() skips the error it wraps: step into it.
+        source = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
 use crate::cli::GenerateArgs;
-use crate::client::progress::{Progress, Tally, Unit};
+use crate::client::progress::{Eta, Progress, Tally, Unit};
 use crate::client::synth::{Kind, Synth};
-use crate::client::{Client, ClientError, IngestReport, exit};
+use crate::client::{Client, ClientError, IngestReport, Purpose, exit};
 
 pub async fn run(args: GenerateArgs) -> anyhow::Result<u8> {
     let interval = match args.rate {
@@ -56,13 +56,13 @@ fn step_of(interval: Duration) -> chrono::Duration {
 }
 
 async fn send(args: &GenerateArgs, mut synth: Synth, interval: Duration) -> anyhow::Result<u8> {
-    let client = Client::new(&args.client)?;
+    let client = Client::new(&args.client, Purpose::Write)?;
     let clock = Clock {
         start: args.start,
         step: step_of(interval),
     };
     let mut progress = Progress::new(args.count, Unit::Events, args.quiet);
-    let mut tally = Tally::default();
+    let mut tally = Tally::new("made", "events");
     let started = Instant::now();
     let mut in_flight: JoinSet<(u64, Result<IngestReport, ClientError>)> = JoinSet::new();
     let mut ticker = tokio::time::interval(interval.max(Duration::from_micros(1)));
@@ -76,7 +76,7 @@ async fn send(args: &GenerateArgs, mut synth: Synth, interval: Duration) -> anyh
     loop {
         let remaining = args
             .count
-            .map_or(args.batch, |c| c.saturating_sub(tally.sent).min(args.batch));
+            .map_or(args.batch, |c| c.saturating_sub(tally.read).min(args.batch));
         if remaining == 0 || failure.is_some() {
             break;
         }
@@ -102,18 +102,27 @@ async fn send(args: &GenerateArgs, mut synth: Synth, interval: Duration) -> anyh
             serde_json::to_writer(&mut body, &synth.event(ts))?;
             body.push(b'\n');
         }
-        tally.sent += remaining;
+        tally.read += remaining;
         let client = client.clone();
         in_flight.spawn(async move { (remaining, client.ingest_ndjson(body).await) });
         while let Some(done) = in_flight.try_join_next() {
             record(done, &mut tally, &mut failure, &progress);
         }
+        // A paced run knows when its last batch goes.
+        if let Some(count) = args.count
+            && !interval.is_zero()
+        {
+            let batches_left = count.saturating_sub(tally.read).div_ceil(args.batch);
+            progress.set_eta(Eta::At(
+                Instant::now() + interval.saturating_mul(batches_left as u32),
+            ));
+        }
         let elapsed = started.elapsed();
-        progress.update(tally.sent, || {
+        progress.update(tally.read, || {
             format!(
                 "{:.0} events/s, {} rejected",
                 tally.rate(elapsed),
-                tally.rejected
+                tally.rejected()
             )
         });
     }
@@ -130,15 +139,14 @@ fn record(
     progress: &Progress,
 ) {
     match done {
-        Ok((_, Ok(report))) => {
-            tally.accepted += report.accepted;
-            tally.rejected += report.rejected.len() as u64;
+        Ok((n, Ok(report))) => {
+            tally.settle(n, report.accepted, report.rejected.len() as u64);
             for r in report.rejected.iter().take(5) {
                 progress.println(format!("rejected: {}", r.error));
             }
         }
         Ok((n, Err(e))) => {
-            tally.failed += n;
+            tally.not_sent += n;
             failure.get_or_insert(e);
         }
         Err(e) => progress.println(format!("error: a request task failed: {e}")),

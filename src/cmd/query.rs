@@ -7,11 +7,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cli::QueryArgs;
-use crate::client::output::{Cell, OutputFormat, Rows, renderer};
-use crate::client::{Client, exit};
+use crate::client::output::{Cell, Rows, Target, renderer};
+use crate::client::{Client, Purpose, exit};
+use crate::event::{EventType, Limits};
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
-    let client = Client::new(&args.client)?;
+    check_args(&args)?;
+    let client = Client::new(&args.client, Purpose::Read)?;
     let terminal = std::io::stdout().is_terminal();
     let Some(every) = args.watch else {
         let text = render(&client, &args, terminal).await?;
@@ -36,9 +38,41 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
         super::write_stdout(screen.as_bytes())?;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = &mut ctrl_c => return Ok(exit::OK),
+            _ = &mut ctrl_c => return Ok(exit::INTERRUPTED),
         }
     }
+}
+
+/// Checks what can be checked before asking the server, so a typo is a
+/// usage error (exit 2) that says what a valid value looks like.
+fn check_args(args: &QueryArgs) -> anyhow::Result<()> {
+    if let Some(kind) = &args.kind
+        && let Err(reason) = EventType::parse(kind, &Limits::default())
+    {
+        crate::usage!("--type {reason}");
+    }
+    if let Some(window) = &args.window {
+        match humantime::parse_duration(window.trim()) {
+            Err(e) => crate::usage!(
+                "--window {window:?} is not a duration ({e}); use e.g. 30s, 5m, 1h or 24h"
+            ),
+            Ok(d) if d.as_secs() < 1 => {
+                crate::usage!(
+                    "--window {window:?} is shorter than one second; use e.g. 30s, 5m, 1h"
+                )
+            }
+            Ok(d) if d.as_secs() > 24 * 3600 => {
+                crate::usage!(
+                    "--window {window:?} is longer than 24h, the longest window; use e.g. 1h or 24h"
+                )
+            }
+            Ok(_) => {}
+        }
+    }
+    if args.by.as_deref().is_some_and(|b| b.trim().is_empty()) {
+        crate::usage!("--by needs a dimension name, such as --by region");
+    }
+    Ok(())
 }
 
 /// Fetches the metrics and renders them in the chosen format.
@@ -61,9 +95,8 @@ async fn render(client: &Client, args: &QueryArgs, terminal: bool) -> anyhow::Re
         (Some(kind), None) => fields(&metrics, kind)?,
         (Some(kind), Some(by)) => groups(&metrics, kind, by)?,
     };
-    let styled = terminal && args.format == OutputFormat::Table;
     let mut out = Vec::new();
-    renderer(args.format, styled).render(&rows, &mut out)?;
+    renderer(args.format).render(&rows, Target { terminal }, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
@@ -111,19 +144,18 @@ fn overview(metrics: &Value) -> Rows {
     let rows = types(metrics)
         .iter()
         .map(|t| {
+            // The mean of each measure: an object in JSON.
             let measures = t["measures"]
                 .as_array()
                 .map(|ms| {
                     ms.iter()
                         .map(|m| {
-                            format!(
-                                "{}={}",
-                                m["name"].as_str().unwrap_or("?"),
-                                float(&m["mean"]).text()
+                            (
+                                m["name"].as_str().unwrap_or("?").to_string(),
+                                m["mean"].as_f64(),
                             )
                         })
-                        .collect::<Vec<_>>()
-                        .join(" ")
+                        .collect()
                 })
                 .unwrap_or_default();
             vec![
@@ -132,7 +164,7 @@ fn overview(metrics: &Value) -> Rows {
                 float(&t["rate"]),
                 text(&t["firstSeen"]),
                 text(&t["lastSeen"]),
-                Cell::Text(measures),
+                Cell::Numbers(measures),
             ]
         })
         .collect();
@@ -198,6 +230,9 @@ fn fields(metrics: &Value, kind: &str) -> anyhow::Result<Rows> {
     })
 }
 
+/// The value shown for the events beyond `--top` in a breakdown.
+const OTHERS: &str = "(others)";
+
 /// One row per value of a dimension of a type.
 fn groups(metrics: &Value, kind: &str, by: &str) -> anyhow::Result<Rows> {
     let t = the_type(metrics, kind)?;
@@ -225,7 +260,7 @@ fn groups(metrics: &Value, kind: &str, by: &str) -> anyhow::Result<Rows> {
         columns.push(format!("{m}_sum"));
         columns.push(format!("{m}_mean"));
     }
-    let rows = groups
+    let mut rows: Vec<Vec<Cell>> = groups
         .iter()
         .map(|g| {
             let mut row = vec![text(&g["value"]), int(&g["count"])];
@@ -236,5 +271,11 @@ fn groups(metrics: &Value, kind: &str, by: &str) -> anyhow::Result<Rows> {
             row
         })
         .collect();
+    // The events beyond --top, in one row, so the counts add up to the total.
+    if let Some(others) = metrics["groups"]["others"].as_u64().filter(|n| *n > 0) {
+        let mut row = vec![Cell::Text(OTHERS.into()), Cell::Int(others)];
+        row.resize(columns.len(), Cell::Empty);
+        rows.push(row);
+    }
     Ok(Rows { columns, rows })
 }

@@ -48,7 +48,7 @@ pub struct EngineConfig {
 }
 
 /// Marks a snapshot of this engine's format; bump it when the layout changes.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"rta-eng1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rta-eng2";
 
 impl EngineConfig {
     fn all_time_limits(&self) -> SummaryLimits {
@@ -670,11 +670,22 @@ fn measure_metrics(name: &str, stats: &MeasureStats, basic: Basic) -> MeasureMet
         max: basic.max,
         mean: basic.mean().unwrap_or(0.0),
         last: stats.last,
-        p50: stats.quantile(0.5),
-        p90: stats.quantile(0.9),
-        p95: stats.quantile(0.95),
-        p99: stats.quantile(0.99),
+        p50: quantile_within(stats, 0.5, basic),
+        p90: quantile_within(stats, 0.9, basic),
+        p95: quantile_within(stats, 0.95, basic),
+        p99: quantile_within(stats, 0.99, basic),
     }
+}
+
+/// A quantile kept inside the answer's own [min, max], which is exact for a
+/// window even where the sketch covers a slot a little wider.
+fn quantile_within(stats: &MeasureStats, q: f64, basic: Basic) -> Option<f64> {
+    let x = stats.quantile(q)?;
+    Some(if basic.count > 0 {
+        x.clamp(basic.min, basic.max)
+    } else {
+        x
+    })
 }
 
 fn groups(summary: &TypeSummary, by: &str, top: usize) -> Groups {

@@ -51,18 +51,26 @@ impl Basic {
     }
 }
 
-/// Everything kept about one measure: basics, the latest value and a
-/// quantile sketch with 1% relative accuracy.
+/// Everything kept about one measure: basics, the latest value, and for
+/// quantiles the values themselves while there are few, a sketch with 1%
+/// relative accuracy always.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct MeasureStats {
     pub basic: Basic,
     pub last: f64,
     pub last_ts: i64,
     sketch: DDSketch,
+    /// Every value, while there are at most [`EXACT_VALUES`]; then `None`.
+    exact: Option<Vec<f64>>,
 }
 
 /// Relative accuracy of every quantile the engine reports.
 pub const QUANTILE_ACCURACY: f64 = 0.01;
+
+/// Up to this many values a summary keeps them all, and its quantiles are
+/// exact (nearest rank); beyond, they come from the sketch. 512 bytes a
+/// measure at most, freed once the summary outgrows it.
+pub const EXACT_VALUES: usize = 64;
 
 impl Default for MeasureStats {
     fn default() -> Self {
@@ -71,6 +79,7 @@ impl Default for MeasureStats {
             last: 0.0,
             last_ts: i64::MIN,
             sketch: DDSketch::new(Config::new(QUANTILE_ACCURACY, 2048, 1e-9)),
+            exact: Some(Vec::new()),
         }
     }
 }
@@ -92,6 +101,13 @@ impl MeasureStats {
             self.last_ts = ts;
         }
         self.sketch.add(x);
+        if let Some(values) = &mut self.exact {
+            if values.len() < EXACT_VALUES {
+                values.push(x);
+            } else {
+                self.exact = None;
+            }
+        }
     }
 
     pub fn merge(&mut self, other: &MeasureStats) {
@@ -102,10 +118,31 @@ impl MeasureStats {
         }
         // Both sketches share one configuration, the only way merge can fail.
         let _ = self.sketch.merge(&other.sketch);
+        self.exact = match (self.exact.take(), &other.exact) {
+            (Some(mut mine), Some(theirs)) if mine.len() + theirs.len() <= EXACT_VALUES => {
+                mine.extend_from_slice(theirs);
+                Some(mine)
+            }
+            _ => None,
+        };
     }
 
+    /// The `q`-quantile: with at most [`EXACT_VALUES`] values the smallest
+    /// value with at least `q` of all values at or below it (nearest rank:
+    /// p99 of {1, 1000} is 1000); beyond, the sketch's estimate (within 1%),
+    /// never outside [min, max].
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.sketch.quantile(q).ok().flatten()
+        if self.basic.count == 0 {
+            return None;
+        }
+        if let Some(values) = &self.exact {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let rank = (q * sorted.len() as f64).ceil() as usize;
+            return sorted.get(rank.clamp(1, sorted.len()) - 1).copied();
+        }
+        let estimate = self.sketch.quantile(q).ok().flatten()?;
+        Some(estimate.clamp(self.basic.min, self.basic.max))
     }
 }
 
@@ -449,5 +486,46 @@ mod tests {
         assert_eq!(a.basic, all.basic);
         assert_eq!(a.last, all.last);
         assert_eq!(a.quantile(0.9), all.quantile(0.9));
+    }
+
+    fn stats_of(values: &[f64]) -> MeasureStats {
+        let mut stats = MeasureStats::default();
+        for (i, x) in values.iter().enumerate() {
+            stats.add(*x, i as i64);
+        }
+        stats
+    }
+
+    #[test]
+    fn few_values_give_nearest_rank_quantiles() {
+        let two = stats_of(&[1.0, 1000.0]);
+        assert_eq!(two.quantile(0.99), Some(1000.0));
+        assert_eq!(two.quantile(0.5), Some(1.0));
+        let pair = stats_of(&[4.0, 3.0]);
+        assert_eq!(pair.quantile(0.5), Some(3.0));
+        assert_eq!(pair.quantile(0.9), Some(4.0));
+        let hundred: Vec<f64> = (1..=EXACT_VALUES).map(|i| i as f64).collect();
+        let stats = stats_of(&hundred);
+        assert_eq!(stats.quantile(0.5), Some((EXACT_VALUES / 2) as f64));
+        assert_eq!(stats.quantile(1.0), Some(EXACT_VALUES as f64));
+        // Merged halves stay exact while they fit.
+        let (mut a, b) = (stats_of(&[5.0, 1.0]), stats_of(&[9.0]));
+        a.merge(&b);
+        assert_eq!(a.quantile(0.99), Some(9.0));
+        assert_eq!(a.quantile(0.34), Some(5.0));
+    }
+
+    #[test]
+    fn sketched_quantiles_stay_inside_the_data() {
+        let mut values: Vec<f64> = (0..EXACT_VALUES * 4)
+            .map(|i| 3.0 + (i % 2) as f64)
+            .collect();
+        values.push(1000.0);
+        let stats = stats_of(&values);
+        for q in [0.0, 0.01, 0.5, 0.9, 0.99, 1.0] {
+            let p = stats.quantile(q).unwrap();
+            assert!((3.0..=1000.0).contains(&p), "p{q} = {p} outside [3, 1000]");
+        }
+        assert!(stats_of(&[]).quantile(0.5).is_none());
     }
 }

@@ -246,6 +246,9 @@ pub struct Limits {
     pub max_field_name_len: usize,
     pub max_string_len: usize,
     pub max_fields: usize,
+    /// Events older than this (milliseconds before `now`) are refused: the
+    /// server's retention would delete them at once.
+    pub max_age_ms: Option<i64>,
 }
 
 impl Limits {
@@ -257,6 +260,7 @@ impl Limits {
             max_field_name_len: usize::MAX,
             max_string_len: usize::MAX,
             max_fields: usize::MAX,
+            max_age_ms: None,
         }
     }
 }
@@ -269,6 +273,7 @@ impl Default for Limits {
             max_field_name_len: 128,
             max_string_len: 1024,
             max_fields: 256,
+            max_age_ms: None,
         }
     }
 }
@@ -384,6 +389,13 @@ pub enum EventError {
     Invalid { field: String, reason: String },
     #[error("`values` has more than {0} fields")]
     TooManyFields(usize),
+    #[error(
+        "timestamp {timestamp} is older than the server's retention ({retention}): it would be deleted at once"
+    )]
+    TooOld {
+        timestamp: Timestamp,
+        retention: String,
+    },
 }
 
 impl EventError {
@@ -409,10 +421,26 @@ fn parse_event_text(
     strings: &mut fast::Interner,
 ) -> Result<Event, EventError> {
     if let Some(event) = fast::parse(text, limits, now, strings) {
-        return Ok(event);
+        return admit(event, limits, now);
     }
     let value: Json = serde_json::from_str(text).map_err(|e| EventError::Syntax(e.to_string()))?;
     parse_event(value, limits, now)
+}
+
+/// Refuses a valid event that retention would delete at once.
+fn admit(event: Event, limits: &Limits, now: Timestamp) -> Result<Event, EventError> {
+    match limits.max_age_ms {
+        Some(age) if event.timestamp.millis() < now.millis().saturating_sub(age) => {
+            Err(EventError::TooOld {
+                timestamp: event.timestamp,
+                retention: humantime::format_duration(std::time::Duration::from_millis(
+                    u64::try_from(age).unwrap_or(0),
+                ))
+                .to_string(),
+            })
+        }
+        _ => Ok(event),
+    }
 }
 
 /// Turns one JSON value into an event. A missing timestamp becomes `now`.
@@ -466,12 +494,16 @@ pub fn parse_event(value: Json, limits: &Limits, now: Timestamp) -> Result<Event
             "appears twice after flattening nested objects",
         ));
     }
-    Ok(Event {
-        timestamp: timestamp.unwrap_or(now),
-        source: source.unwrap_or_else(|| "unknown".into()),
-        kind,
-        values,
-    })
+    admit(
+        Event {
+            timestamp: timestamp.unwrap_or(now),
+            source: source.unwrap_or_else(|| "unknown".into()),
+            kind,
+            values,
+        },
+        limits,
+        now,
+    )
 }
 
 fn parse_source(value: Json, limits: &Limits) -> Result<Text, EventError> {
@@ -655,7 +687,14 @@ fn parse_json_body(body: &[u8], limits: &Limits, now: Timestamp) -> Result<Parse
                 .ok()
                 .and_then(|text| fast::parse(text, limits, now, &mut fast::Interner::default()));
             if let Some(event) = fast {
-                parsed.events.push(event);
+                match admit(event, limits, now) {
+                    Ok(event) => parsed.events.push(event),
+                    Err(e) => parsed.rejected.push(Rejection {
+                        index: 0,
+                        line: None,
+                        error: e.to_string(),
+                    }),
+                }
                 return Ok(parsed);
             }
             let value: Json = serde_json::from_slice(body)

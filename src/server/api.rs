@@ -15,6 +15,7 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
 use super::AppState;
+use super::access::TokenIn;
 use super::models::{ApiError, EventOut, EventsIn, IngestReport, Metrics, SerdeJson};
 use crate::engine;
 use crate::event::{self, BodyError, BodyFormat, EventType, Timestamp};
@@ -60,7 +61,8 @@ impl Api {
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> IngestResponse {
-        self.handle_ingest(req, body, key.0).await
+        let _ = key; // read raw in `idempotency_key`, so a non-ASCII key is refused, not ignored
+        self.handle_ingest(req, body).await
     }
 
     /// Send a batch of events
@@ -75,7 +77,8 @@ impl Api {
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> IngestResponse {
-        self.handle_ingest(req, body, key.0).await
+        let _ = key;
+        self.handle_ingest(req, body).await
     }
 
     /// Read the metrics
@@ -104,7 +107,7 @@ impl Api {
         /// How many top values per dimension and groups to list (1-100, default 10).
         top: Query<Option<u32>>,
     ) -> MetricsResponse {
-        if let Err(denied) = self.state.access.can_read(req) {
+        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
             return MetricsResponse::Unauthorized(Json(ApiError::new(
                 "unauthorized",
                 denied.message("reading metrics"),
@@ -141,7 +144,7 @@ impl Api {
         #[oai(name = "type")]
         kind: Query<Option<String>>,
     ) -> EventsResponse {
-        if let Err(denied) = self.state.access.can_read(req) {
+        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
             return EventsResponse::Unauthorized(Json(ApiError::new(
                 "unauthorized",
                 denied.message("reading events"),
@@ -192,14 +195,9 @@ impl Api {
 }
 
 impl Api {
-    async fn handle_ingest(
-        &self,
-        req: &Request,
-        body: IngestBody,
-        key: Option<String>,
-    ) -> IngestResponse {
+    async fn handle_ingest(&self, req: &Request, body: IngestBody) -> IngestResponse {
         // Boxed: a small future for the layers above to move around.
-        match Box::pin(self.ingest_inner(req, body, key)).await {
+        match Box::pin(self.ingest_inner(req, body)).await {
             Ok(report) => IngestResponse::Ok(SerdeJson(report)),
             Err(e) => e.into(),
         }
@@ -209,16 +207,20 @@ impl Api {
         &self,
         req: &Request,
         body: IngestBody,
-        key: Option<String>,
     ) -> Result<IngestReport, IngestError> {
         let state = &self.state;
-        let key = key.map(check_key).transpose()?;
+        let key = idempotency_key(req)?;
         state
             .access
             .can_ingest(req)
             .map_err(|d| IngestError::Unauthorized(d.message("ingest")))?;
         let format = body.format()?;
         let limit = state.config.max_body_bytes;
+        if body.expects_continue && body.content_length.is_some_and(|n| n > limit as u64) {
+            // Refused before the client sends the body: hyper answers
+            // `100 Continue` only once the body is read.
+            return Err(IngestError::TooLarge { limit });
+        }
         let mut bytes = read_limited(body.body, limit, body.content_length).await?;
         if body.gzip {
             bytes = gunzip_limited(bytes, limit).await?;
@@ -272,12 +274,19 @@ impl Api {
     }
 }
 
-fn check_key(key: String) -> Result<String, IngestError> {
-    if (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(key)
+/// The request's `Idempotency-Key`, read from the raw header so that a key
+/// of other bytes is refused rather than taken as no key.
+fn idempotency_key(req: &Request) -> Result<Option<String>, IngestError> {
+    let Some(raw) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = raw.as_bytes();
+    if (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
     } else {
         Err(IngestError::BadBody(
-            "Idempotency-Key must be 1 to 128 printable ASCII characters, such as a UUID".into(),
+            "Idempotency-Key must be 1 to 128 printable ASCII characters without spaces, such as a UUID"
+                .into(),
         ))
     }
 }
@@ -345,6 +354,10 @@ enum IngestError {
         "Content-Type `{0}` is not supported; send application/json (one event or an array) or application/x-ndjson (one event per line)"
     )]
     UnsupportedMediaType(String),
+    #[error(
+        "the request has no Content-Type; send application/json (one event or an array) or application/x-ndjson (one event per line)"
+    )]
+    NoContentType,
     #[error("Content-Encoding `{0}` is not supported; send the body as is or with gzip")]
     UnsupportedEncoding(String),
     #[error(
@@ -371,7 +384,9 @@ impl From<IngestError> for IngestResponse {
             IngestError::Unauthorized(_) => {
                 IngestResponse::Unauthorized(err("unauthorized"), "Bearer".into())
             }
-            IngestError::UnsupportedMediaType(_) | IngestError::UnsupportedEncoding(_) => {
+            IngestError::UnsupportedMediaType(_)
+            | IngestError::NoContentType
+            | IngestError::UnsupportedEncoding(_) => {
                 IngestResponse::UnsupportedMediaType(err("unsupported_media_type"))
             }
             IngestError::TooLarge { .. } => {
@@ -395,7 +410,7 @@ enum IngestResponse {
     /// The body could not be read as events at all (the message says where it broke).
     #[oai(status = 400)]
     BadRequest(Json<ApiError>),
-    /// A token is required (the server runs with `--token`).
+    /// A token is required (the server runs with `--token`) and the request lacks it.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>, #[oai(header = "WWW-Authenticate")] String),
     /// The body is over the size limit (`--max-body`).
@@ -459,6 +474,8 @@ pub struct IngestBody {
     content_type: Option<String>,
     encoding: Option<String>,
     content_length: Option<u64>,
+    /// The client waits for `100 Continue` before sending the body.
+    expects_continue: bool,
     gzip: bool,
     body: Body,
 }
@@ -471,8 +488,10 @@ impl IngestBody {
         {
             return Err(IngestError::UnsupportedEncoding(encoding.clone()));
         }
+        // A body without a JSON type is refused, not guessed: it is what a
+        // page on another site can send without asking (a "simple" request).
         let Some(content_type) = &self.content_type else {
-            return Ok(BodyFormat::Json);
+            return Err(IngestError::NoContentType);
         };
         let essence = content_type
             .split(';')
@@ -481,7 +500,7 @@ impl IngestBody {
             .trim()
             .to_ascii_lowercase();
         match essence.as_str() {
-            "application/json" | "text/json" | "" => Ok(BodyFormat::Json),
+            "application/json" | "text/json" => Ok(BodyFormat::Json),
             "application/x-ndjson"
             | "application/ndjson"
             | "application/jsonl"
@@ -539,6 +558,8 @@ impl<'a> ApiExtractor<'a> for IngestBody {
         Ok(Self {
             content_type: header(poem::http::header::CONTENT_TYPE),
             content_length: header(poem::http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+            expects_continue: header(poem::http::header::EXPECT)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue")),
             encoding,
             gzip,
             body: body.take().unwrap_or_default(),

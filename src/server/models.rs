@@ -245,7 +245,13 @@ pub struct TypeMetrics {
     pub dimensions: Vec<DimensionMetrics>,
 }
 
-/// Aggregates of one numeric field. Quantiles are within 1% of the true value.
+/// Aggregates of one numeric field.
+///
+/// Quantiles (`p50` ... `p99`) use the nearest-rank definition: the
+/// smallest value with at least that share of the values at or below it
+/// (p99 of {1, 1000} is 1000). Over at most 64 values they are exact; over
+/// more they come from a sketch, within 1% of the true value. They never lie
+/// outside [`min`, `max`].
 #[derive(Debug, Clone, Object)]
 pub struct MeasureMetrics {
     pub name: String,

@@ -1,6 +1,6 @@
 //! The dashboard's assets, embedded in the binary so it runs from any
 //! directory with no network: our own HTML, CSS and JS from `web/`, and
-//! Chart.js from the npm package that `build.rs` installs.
+//! Chart.js and Swagger UI from the npm packages that `build.rs` installs.
 
 use poem::http::{StatusCode, header};
 use poem::web::Path;
@@ -38,6 +38,27 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "js/live.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/js/live.js"),
+    ),
+    (
+        "js/docs.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/docs.js"),
+    ),
+    (
+        "vendor/swagger-ui-bundle.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/web/node_modules/swagger-ui-dist/swagger-ui-bundle.js"
+        )),
+    ),
+    (
+        "vendor/swagger-ui.css",
+        "text/css; charset=utf-8",
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/web/node_modules/swagger-ui-dist/swagger-ui.css"
+        )),
     ),
     (
         "vendor/chart.umd.min.js",

@@ -10,11 +10,11 @@ use serde_json::Value;
 
 use crate::helpers::{BIN, TestServer};
 
-fn rta(server_url: &str, args: &[&str]) -> Output {
+pub fn rta(server_url: &str, args: &[&str]) -> Output {
     rta_with_stdin(server_url, args, b"")
 }
 
-fn rta_with_stdin(server_url: &str, args: &[&str], stdin: &[u8]) -> Output {
+pub fn rta_with_stdin(server_url: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
         .env("RTA_URL", server_url)
@@ -33,11 +33,11 @@ fn rta_with_stdin(server_url: &str, args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("rta finishes")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn fixture(name: &str) -> String {
+pub fn fixture(name: &str) -> String {
     format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -349,7 +349,11 @@ async fn an_unreachable_server_exits_2_with_the_url() {
         Some(2),
         "a bad --url is a usage error"
     );
-    assert!(text(&bad_url.stderr).contains("--url must start with http://"));
+    assert!(
+        text(&bad_url.stderr).contains("must start with http:// or https://"),
+        "{}",
+        text(&bad_url.stderr)
+    );
     let usage = rta(&url, &["generate", "--batch", "0"]);
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
 }

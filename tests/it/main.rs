@@ -6,6 +6,8 @@ mod helpers;
 
 mod access;
 mod cli;
+mod client_edges;
+mod edges;
 mod faults;
 mod hostile;
 mod ingest;

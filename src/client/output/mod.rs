@@ -1,5 +1,10 @@
 //! Rows of metrics, written as a table for people or as JSON, CSV or TSV for
 //! scripts. One trait, one file per format.
+//!
+//! Strings in cells come from events, so anyone who can ingest chooses them:
+//! each format keeps them from acting on a terminal (see [`super::escape`]).
+//! Tables always show control characters visibly; on a terminal every format
+//! does; into a pipe or a file, CSV and JSON stay exact and TSV escapes them.
 
 mod delimited;
 mod json;
@@ -15,6 +20,9 @@ pub enum Cell {
     Text(String),
     Int(u64),
     Float(f64),
+    /// Named numbers, such as a type's mean per measure: an object in JSON,
+    /// `name=value name=value` in the other formats.
+    Numbers(Vec<(String, Option<f64>)>),
     Empty,
 }
 
@@ -23,14 +31,23 @@ impl Cell {
         x.map_or(Cell::Empty, Cell::Float)
     }
 
-    /// The text form, as CSV and tables show it.
+    /// The text form, as CSV and tables show it (before any escaping).
     pub fn text(&self) -> String {
         match self {
             Cell::Text(s) => s.clone(),
             Cell::Int(n) => n.to_string(),
             Cell::Float(x) => format_float(*x),
+            Cell::Numbers(pairs) => pairs
+                .iter()
+                .map(|(name, x)| format!("{name}={}", x.map(format_float).unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" "),
             Cell::Empty => String::new(),
         }
+    }
+
+    fn is_number(&self) -> bool {
+        matches!(self, Cell::Int(_) | Cell::Float(_))
     }
 }
 
@@ -52,23 +69,30 @@ pub struct Rows {
 pub enum OutputFormat {
     /// Aligned columns for people (boxes only on a terminal).
     Table,
-    /// An array of objects, one per row.
+    /// An array of objects, one per row, keyed by the CSV's column names.
     Json,
     /// Comma-separated, with a header row.
     Csv,
-    /// Tab-separated, with a header row.
+    /// Tab-separated, with a header row; tabs, newlines and backslashes in values escaped.
     Tsv,
+}
+
+/// Where the output goes: a terminal gets box drawing, wrapping to its
+/// width, and control characters shown in every format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub terminal: bool,
 }
 
 /// Writes rows in one format.
 pub trait Render {
-    fn render(&self, rows: &Rows, out: &mut dyn Write) -> io::Result<()>;
+    fn render(&self, rows: &Rows, target: Target, out: &mut dyn Write) -> io::Result<()>;
 }
 
-/// The renderer for a format; `styled` allows box drawing (a terminal).
-pub fn renderer(format: OutputFormat, styled: bool) -> Box<dyn Render> {
+/// The renderer for a format.
+pub fn renderer(format: OutputFormat) -> Box<dyn Render> {
     match format {
-        OutputFormat::Table => Box::new(table::Table { styled }),
+        OutputFormat::Table => Box::new(table::Table),
         OutputFormat::Json => Box::new(json::Json),
         OutputFormat::Csv => Box::new(delimited::Delimited { delimiter: b',' }),
         OutputFormat::Tsv => Box::new(delimited::Delimited { delimiter: b'\t' }),
@@ -78,6 +102,9 @@ pub fn renderer(format: OutputFormat, styled: bool) -> Box<dyn Render> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PIPE: Target = Target { terminal: false };
+    const TERMINAL: Target = Target { terminal: true };
 
     fn sample() -> Rows {
         Rows {
@@ -89,37 +116,104 @@ mod tests {
         }
     }
 
-    fn render(format: OutputFormat, styled: bool) -> String {
+    fn hostile() -> Rows {
+        Rows {
+            columns: vec!["value".into(), "events".into()],
+            rows: vec![vec![
+                Cell::Text("red\x1b[31m\ttab\nline\\".into()),
+                Cell::Int(1),
+            ]],
+        }
+    }
+
+    fn render(format: OutputFormat, rows: &Rows, target: Target) -> String {
         let mut out = Vec::new();
-        renderer(format, styled)
-            .render(&sample(), &mut out)
-            .unwrap();
+        renderer(format).render(rows, target, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn every_format() {
         assert_eq!(
-            render(OutputFormat::Csv, false),
+            render(OutputFormat::Csv, &sample(), PIPE),
             "type,events,mean\nsales,3,1.5\n\"a,b\",0,\n"
         );
         assert_eq!(
-            render(OutputFormat::Tsv, false),
+            render(OutputFormat::Tsv, &sample(), PIPE),
             "type\tevents\tmean\nsales\t3\t1.5\na,b\t0\t\n"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&render(OutputFormat::Json, false)).unwrap();
+            serde_json::from_str(&render(OutputFormat::Json, &sample(), PIPE)).unwrap();
         assert_eq!(
             json,
             serde_json::json!([{"type": "sales", "events": 3, "mean": 1.5}, {"type": "a,b", "events": 0, "mean": null}])
         );
-        let plain = render(OutputFormat::Table, false);
+        let plain = render(OutputFormat::Table, &sample(), PIPE);
         assert!(plain.lines().next().unwrap().starts_with("type"), "{plain}");
         assert!(
             !plain.contains('│') && !plain.contains('\u{1b}'),
             "no box drawing or colour off a terminal"
         );
-        assert!(render(OutputFormat::Table, true).contains('│'));
+        assert!(render(OutputFormat::Table, &sample(), TERMINAL).contains('│'));
+    }
+
+    #[test]
+    fn numbers_cells_are_objects_in_json() {
+        let rows = Rows {
+            columns: vec!["type".into(), "measures".into()],
+            rows: vec![vec![
+                Cell::Text("sales".into()),
+                Cell::Numbers(vec![("amount".into(), Some(2.5)), ("units".into(), None)]),
+            ]],
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&render(OutputFormat::Json, &rows, PIPE)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"type": "sales", "measures": {"amount": 2.5, "units": null}}])
+        );
+        assert_eq!(
+            render(OutputFormat::Csv, &rows, PIPE),
+            "type,measures\nsales,amount=2.5 units=\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_terminal() {
+        for format in [
+            OutputFormat::Table,
+            OutputFormat::Json,
+            OutputFormat::Csv,
+            OutputFormat::Tsv,
+        ] {
+            let text = render(format, &hostile(), TERMINAL);
+            assert!(!text.contains('\x1b'), "{format:?}: {text:?}");
+            assert!(
+                !text.contains('\t') || format == OutputFormat::Tsv,
+                "{format:?}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l.contains("red") && l.contains("line")),
+                "{format:?}: the value stays on one line: {text:?}"
+            );
+        }
+        // Tables show them even into a pipe (`rta query | head` reaches a screen).
+        assert!(
+            render(OutputFormat::Table, &hostile(), PIPE).contains("red\\x1b[31m\\ttab\\nline")
+        );
+        // Into a pipe CSV and JSON stay exact; TSV escapes, reversibly.
+        let csv = render(OutputFormat::Csv, &hostile(), PIPE);
+        let mut reader = csv::Reader::from_reader(csv.as_bytes());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(&record[0], "red\x1b[31m\ttab\nline\\");
+        let json: serde_json::Value =
+            serde_json::from_str(&render(OutputFormat::Json, &hostile(), PIPE)).unwrap();
+        assert_eq!(json[0]["value"], "red\x1b[31m\ttab\nline\\");
+        assert_eq!(
+            render(OutputFormat::Tsv, &hostile(), PIPE),
+            "value\tevents\nred\\x1b[31m\\ttab\\nline\\\\\t1\n"
+        );
     }
 
     #[test]

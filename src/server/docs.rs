@@ -1,0 +1,89 @@
+//! The API's own description: the OpenAPI document, completed with the
+//! bearer schemes this server enforces, and the `/docs` page that renders it
+//! with Swagger UI (from the npm registry, served from `/assets/` like the
+//! dashboard's scripts, so the page runs no inline script).
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::{Response, handler};
+use poem_openapi::OpenApiService;
+use serde_json::{Value, json};
+
+use super::ServeConfig;
+
+/// The docs page may only be framed by itself (Swagger UI does not need
+/// frames) and loads everything from this server.
+pub const DOCS_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     frame-ancestors 'none'; form-action 'self'";
+
+const DOCS_HTML: &str = include_str!("../../web/docs.html");
+
+/// The OpenAPI document as served, made once at start.
+pub struct Spec(String);
+
+/// Operations that need the ingest token when the server has one.
+const INGEST_OPERATIONS: &[&str] = &["/api/ingest", "/api/ingest/batch"];
+/// Operations that need the read token when the server has one.
+const READ_OPERATIONS: &[&str] = &["/api/metrics", "/api/events"];
+
+impl Spec {
+    pub fn new<T: poem_openapi::OpenApi>(
+        api: &OpenApiService<T, ()>,
+        config: &ServeConfig,
+    ) -> Self {
+        let mut spec: Value = serde_json::from_str(&api.spec()).unwrap_or_else(|_| json!({}));
+        add_security(&mut spec, config);
+        Self(serde_json::to_string_pretty(&spec).unwrap_or_default())
+    }
+}
+
+/// Declares the bearer schemes, and on each operation the one this server
+/// requires, so readers see which routes need a token and `/docs` can send it.
+fn add_security(spec: &mut Value, config: &ServeConfig) {
+    spec["components"]["securitySchemes"] = json!({
+        "ingestToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token `rta serve --token` was started with. Required for ingest when set."
+        },
+        "readToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token `rta serve --read-token` was started with (the --token works too). Required for reading when set."
+        }
+    });
+    let mut require = |paths: &[&str], scheme: &str| {
+        for path in paths {
+            if let Some(Value::Object(methods)) = spec["paths"].get_mut(*path) {
+                for operation in methods.values_mut() {
+                    operation["security"] = json!([{ scheme: [] }]);
+                }
+            }
+        }
+    };
+    if config.token.is_some() {
+        require(INGEST_OPERATIONS, "ingestToken");
+    }
+    if config.read_token.is_some() {
+        require(READ_OPERATIONS, "readToken");
+    }
+}
+
+#[handler]
+pub fn spec_json(Data(spec): Data<&Arc<Spec>>) -> Response {
+    Response::builder()
+        .content_type("application/json; charset=utf-8")
+        .header(poem::http::header::CACHE_CONTROL, "no-cache")
+        .body(spec.0.clone())
+}
+
+#[handler]
+pub fn page() -> Response {
+    Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .header(poem::http::header::CACHE_CONTROL, "no-cache")
+        .header(poem::http::header::CONTENT_SECURITY_POLICY, DOCS_CSP)
+        .body(DOCS_HTML)
+}
