@@ -82,14 +82,19 @@ complete -c rta -n "__fish_rta_using_subcommand replay" -l shift-to-now -d 'Move
 complete -c rta -n "__fish_rta_using_subcommand replay" -s q -l quiet -d 'No progress output, only the summary and errors'
 complete -c rta -n "__fish_rta_using_subcommand replay" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rta -n "__fish_rta_using_subcommand replay" -s V -l version -d 'Print version'
-complete -c rta -n "__fish_rta_using_subcommand query" -s t -l type -d 'One row per field of this event type' -r
-complete -c rta -n "__fish_rta_using_subcommand query" -l by -d 'With --type: one row per value of this dimension' -r
-complete -c rta -n "__fish_rta_using_subcommand query" -s w -l window -d 'Only events of the last 5m, 1h, 24h... (by event time)' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -s t -l type -d 'Only this event type; without --by, one row per field' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l by -d 'Break down by up to three dimensions (comma-separated; `type` and `source` too) and/or a time bucket: time:minute, time:hour, time:day' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -s w -l window -d 'Only events of the last 10s, 5m, 24h, 30d... (by event time), or `all`' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l from -d 'Only events from this time on (RFC 3339, or a date for 00:00 UTC)' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l to -d 'Only events before this time (default: now)' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l where -d 'A filter; repeat for several (all must hold). See below' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l stat -d 'Add a statistic column, stat:field: count, sum, min, max, mean, last, p50, p90, p95, p99 of a measure; distinct, top of a dimension. Repeatable' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l order -d 'Order rows by a column, then asc or desc (default: events, most first; time, oldest first)' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -s f -l format -d 'Output format (default: a table)' -r -f -a "table\t'Aligned columns for people (boxes only on a terminal)'
 json\t'An array of objects, one per row, keyed by the CSV\'s column names'
 csv\t'Comma-separated, with a header row'
 tsv\t'Tab-separated, with a header row; tabs, newlines and backslashes in values escaped'"
-complete -c rta -n "__fish_rta_using_subcommand query" -l top -d 'With --by: how many values' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l top -d 'With --by: how many rows (default 10, or every time bucket); the rest are summed in one `(others)` row' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l watch -d 'Refresh every SECONDS until Ctrl-C' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l url -d 'The server\'s base URL' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l token -d 'Bearer token, for a server started with --token' -r

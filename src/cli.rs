@@ -150,31 +150,61 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
-  rta query                              one row per event type
-  rta query --type sales --window 1h     one row per field of sales in the last hour
-  rta query --type sales --by region     one row per region
-  rta query --format csv | sort          for scripts
-  rta query --watch 2                    refresh every 2 seconds")]
+  rta query                                          one row per event type
+  rta query --type sales --window 1h                 one row per field of sales in the last hour
+  rta query --from 2023-04-01T09:00:00Z --to 2023-04-01T10:00:00Z   totals per type in that hour
+  rta query --type sales --window 30d --where region=Europe --where 'amount>100' --by channel,device
+  rta query --type pageview --window 7d --stat p95:latency_ms --stat distinct:user --by device
+  rta query --type pageview --by time:hour --window 24h
+  rta query --format csv | sort                      for scripts
+  rta query --watch 2                                refresh every 2 seconds
+
+Filters (--where, repeatable, all must hold): dim=value, dim=a,b (one of; \\, for a comma in a
+value), dim!=value (events without dim count as not equal), dim~text (contains), measure>N (>=, <,
+<=). `type` and `source` are the event's own; a value named so is values.type.")]
 pub struct QueryArgs {
-    /// One row per field of this event type.
+    /// Only this event type; without --by, one row per field.
     #[arg(long = "type", short = 't', value_name = "TYPE")]
     pub kind: Option<String>,
 
-    /// With --type: one row per value of this dimension.
-    #[arg(long, requires = "kind", value_name = "DIMENSION")]
+    /// Break down by up to three dimensions (comma-separated; `type` and `source` too) and/or
+    /// a time bucket: time:minute, time:hour, time:day.
+    #[arg(long, value_name = "DIMENSIONS")]
     pub by: Option<String>,
 
-    /// Only events of the last 5m, 1h, 24h... (by event time).
-    #[arg(long, short = 'w', value_name = "DURATION")]
+    /// Only events of the last 10s, 5m, 24h, 30d... (by event time), or `all`.
+    #[arg(long, short = 'w', value_name = "DURATION", conflicts_with_all = ["from", "to"])]
     pub window: Option<String>,
+
+    /// Only events from this time on (RFC 3339, or a date for 00:00 UTC).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+
+    /// Only events before this time (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+
+    /// A filter; repeat for several (all must hold). See below.
+    #[arg(long = "where", value_name = "FILTER")]
+    pub filters: Vec<String>,
+
+    /// Add a statistic column, stat:field: count, sum, min, max, mean, last, p50, p90, p95,
+    /// p99 of a measure; distinct, top of a dimension. Repeatable.
+    #[arg(long = "stat", value_name = "STAT:FIELD")]
+    pub stats: Vec<String>,
+
+    /// Order rows by a column, then asc or desc (default: events, most first; time, oldest first).
+    #[arg(long, value_name = "COLUMN")]
+    pub order: Option<String>,
 
     /// Output format (default: a table).
     #[arg(long, short = 'f', value_enum, default_value = "table")]
     pub format: crate::client::output::OutputFormat,
 
-    /// With --by: how many values.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub top: u32,
+    /// With --by: how many rows (default 10, or every time bucket); the rest are summed in one
+    /// `(others)` row.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub top: Option<u32>,
 
     /// Refresh every SECONDS until Ctrl-C.
     #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]

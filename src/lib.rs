@@ -8,5 +8,6 @@ pub mod cmd;
 pub mod engine;
 pub mod event;
 pub mod feed;
+pub mod query;
 pub mod server;
 pub mod store;

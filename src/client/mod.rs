@@ -165,9 +165,30 @@ impl Client {
         })
     }
 
+    /// POSTs a JSON document and reads the JSON answer (a query: reading
+    /// only, so retrying it is safe).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .send_with_retry(&url, || self.http.post(&url).json(body))
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.server_error(&url, response).await);
+        }
+        response.json().await.map_err(|e| ClientError::Protocol {
+            url: url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Sends, retrying failures in transit, 429 and 503 with backoff. Every
     /// request this client makes is idempotent (GETs, and ingests with a
-    /// key), so a retry never stores anything twice.
+    /// key, and queries, which only read), so a retry never stores anything
+    /// twice.
     async fn send_with_retry(
         &self,
         url: &str,

@@ -250,6 +250,31 @@ impl Engine {
         self.total
     }
 
+    /// The fields the engine has seen of each type it tracks, and whether
+    /// that is all of them (a type with more fields than tracked, or events
+    /// of untracked types, leave the catalog incomplete).
+    pub fn fields(&self) -> crate::query::Catalog {
+        crate::query::Catalog {
+            types: self
+                .types
+                .iter()
+                .map(|(kind, state)| {
+                    let summary = &state.all_time;
+                    let tracked = summary.measures.len() + summary.dimensions.len();
+                    (
+                        kind.clone(),
+                        crate::query::KnownFields {
+                            measures: summary.measures.keys().map(|k| k.to_string()).collect(),
+                            dimensions: summary.dimensions.keys().map(|k| k.to_string()).collect(),
+                            complete: tracked < self.config.max_fields,
+                        },
+                    )
+                })
+                .collect(),
+            complete: self.untracked == 0,
+        }
+    }
+
     /// Adds committed events. `now` decides which windows they still fall in.
     ///
     /// Events are taken a group at a time, one group per type and minute. A
@@ -463,6 +488,7 @@ impl Engine {
             events_by_type: self
                 .types
                 .iter()
+                .filter(|(k, _)| selected(k))
                 .map(|(k, s)| (k.to_string(), s.all_time.count))
                 .collect(),
             window_ms: window,

@@ -141,7 +141,16 @@ impl MeasureStats {
             let rank = (q * sorted.len() as f64).ceil() as usize;
             return sorted.get(rank.clamp(1, sorted.len()) - 1).copied();
         }
-        let estimate = self.sketch.quantile(q).ok().flatten()?;
+        // The sketch ranks by floor(q * (n - 1)) from 0; ask it for the
+        // nearest rank's position, so both answers mean the same value.
+        let n = self.basic.count;
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n) - 1;
+        let at = if n > 1 {
+            ((rank as f64 + 0.5) / (n - 1) as f64).min(1.0)
+        } else {
+            0.0
+        };
+        let estimate = self.sketch.quantile(at).ok().flatten()?;
         Some(estimate.clamp(self.basic.min, self.basic.max))
     }
 }
@@ -458,7 +467,8 @@ mod tests {
         }
         values.sort_by(f64::total_cmp);
         for q in [0.5, 0.9, 0.99] {
-            let exact = values[((values.len() - 1) as f64 * q) as usize];
+            // Nearest rank.
+            let exact = values[(q * values.len() as f64).ceil() as usize - 1];
             let estimate = stats.quantile(q).unwrap();
             let relative = (estimate - exact).abs() / exact;
             assert!(

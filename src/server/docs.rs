@@ -26,7 +26,7 @@ pub struct Spec(String);
 /// Operations that need the ingest token when the server has one.
 const INGEST_OPERATIONS: &[&str] = &["/api/ingest", "/api/ingest/batch"];
 /// Operations that need the read token when the server has one.
-const READ_OPERATIONS: &[&str] = &["/api/metrics", "/api/events"];
+const READ_OPERATIONS: &[&str] = &["/api/metrics", "/api/events", "/api/query"];
 
 impl Spec {
     pub fn new<T: poem_openapi::OpenApi>(

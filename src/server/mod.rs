@@ -11,6 +11,7 @@ mod docs;
 mod guard;
 mod live;
 mod models;
+mod query;
 mod snapshot;
 mod web;
 mod ws;
@@ -229,9 +230,14 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
             "idempotency-key",
         ]);
     let api = OpenApiService::new(
-        api::Api {
-            state: state.clone(),
-        },
+        (
+            api::Api {
+                state: state.clone(),
+            },
+            query::QueryApi {
+                state: state.clone(),
+            },
+        ),
         "rta",
         env!("CARGO_PKG_VERSION"),
     )
@@ -303,6 +309,7 @@ async fn edge<E: Endpoint<Output = Response>>(
 fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/api/ingest" | "/api/ingest/batch" => Some("POST"),
+        "/api/query" => Some("POST"),
         "/" | "/healthz" | "/api/metrics" | "/api/events" | "/api/openapi.json" | "/api/ws"
         | "/docs" => Some("GET, HEAD"),
         _ if path.starts_with("/assets/") => Some("GET, HEAD"),

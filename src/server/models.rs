@@ -363,7 +363,7 @@ fn measure_json(x: f64) -> serde_json::Value {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     Timestamp::from_millis(ms)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()

@@ -13,6 +13,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::event::{Event, EventType, Timestamp};
+use crate::query::TimeRange;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -91,6 +92,17 @@ pub trait Store: Send + Sync + 'static {
     /// Calls `sink` with every stored event after `after_seq`, in commit
     /// order, a chunk at a time. Blocking: meant for start-up and rebuilds.
     fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError>;
+
+    /// Calls `sink` with the stored events that may lie in `range` and be of
+    /// one of `types` (any type when `None`), a stored segment at a time, in
+    /// commit order. Segments are skipped by their time span and types; the
+    /// sink still sees events outside the range and filters them. Blocking.
+    fn scan_range(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        sink: &mut dyn FnMut(&[Event]),
+    ) -> Result<(), StoreError>;
 
     /// Where the store stands: lets a saved engine state tell whether it
     /// still describes what is stored. Blocking.

@@ -22,6 +22,7 @@ use super::segment::{self, Chunk};
 use super::{Appended, IdempotencyKey, Store, StoreError, StoreMark, StoredEvent};
 use crate::event::{Event, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
+use crate::query::TimeRange;
 
 /// Most events committed in one transaction.
 const MAX_GROUP_EVENTS: usize = 100_000;
@@ -386,6 +387,48 @@ impl Store for SqliteStore {
             }
             if rows_read < SCAN_CHUNK {
                 return Ok(seen);
+            }
+        }
+    }
+
+    fn scan_range(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        sink: &mut dyn FnMut(&[Event]),
+    ) -> Result<(), StoreError> {
+        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
+        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+        // `min_ts < to` is what the index answers; old ranges touch few rows.
+        let mut stmt = conn
+            .prepare(
+                "SELECT first_seq, types, data FROM segments
+                 WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
+                 ORDER BY first_seq LIMIT ?4",
+            )
+            .map_err(read)?;
+        let wanted: Option<Vec<String>> =
+            types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
+        let mut after: i64 = 0;
+        loop {
+            let mut rows = stmt
+                .query(params![after, range.to, range.from, SCAN_CHUNK as i64])
+                .map_err(read)?;
+            let mut rows_read = 0;
+            while let Some(row) = rows.next().map_err(read)? {
+                rows_read += 1;
+                after = row.get(0).map_err(read)?;
+                if let Some(wanted) = &wanted {
+                    let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
+                    if !wanted.iter().any(|t| held.contains(t.as_str())) {
+                        continue;
+                    }
+                }
+                let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
+                sink(&decode_row(after, data));
+            }
+            if rows_read < SCAN_CHUNK {
+                return Ok(());
             }
         }
     }

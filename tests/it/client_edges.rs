@@ -406,8 +406,18 @@ async fn json_output_is_structured_and_keeps_the_others_row() {
 async fn usage_errors_exit_2_before_anything_is_sent_and_say_what_is_valid() {
     let server = TestServer::start().await;
     for (args, expected) in [
-        (&["query", "--window", "3x"][..], "use e.g. 30s, 5m, 1h"),
-        (&["query", "--window", "48h"][..], "longer than 24h"),
+        (&["query", "--window", "3x"][..], "use e.g. 10s, 5m, 24h"),
+        (&["query", "--window", "5s"][..], "shorter than 10s"),
+        (
+            &["query", "--where", "amount>ten"][..],
+            "--where \"amount>ten\"",
+        ),
+        (&["query", "--by", "time:week"][..], "time:hour"),
+        (&["query", "--stat", "p97:latency_ms"][..], "p95"),
+        (
+            &["query", "--from", "yesterday"][..],
+            "2023-04-01T09:00:00Z",
+        ),
         (&["query", "--type", "bad type"][..], "--type"),
         (
             &["query", "--url", "http://127.0.0.1:9/api"][..],

@@ -12,5 +12,6 @@ mod faults;
 mod hostile;
 mod ingest;
 mod metrics;
+mod query;
 mod restart;
 mod websocket;

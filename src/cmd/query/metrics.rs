@@ -1,83 +1,19 @@
-//! `rta query`: metrics as rows, for people and for scripts.
+//! The classic layouts, from the live metrics (`GET /api/metrics`): one
+//! row per type, one per measure of a type, one per value of a dimension.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cli::QueryArgs;
-use crate::client::output::{Cell, Rows, Target, renderer};
-use crate::client::{Client, Purpose, exit};
-use crate::event::{EventType, Limits};
+use crate::client::Client;
+use crate::client::output::{Cell, Rows};
 
-pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
-    check_args(&args)?;
-    let client = Client::new(&args.client, Purpose::Read)?;
-    let terminal = std::io::stdout().is_terminal();
-    let Some(every) = args.watch else {
-        let text = render(&client, &args, terminal).await?;
-        super::write_stdout(text.as_bytes())?;
-        return Ok(exit::OK);
-    };
-    let every = every.max(Duration::from_millis(200));
-    let ctrl_c = super::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let text = render(&client, &args, terminal).await?;
-        let screen = if terminal {
-            // Clear and redraw in place.
-            format!(
-                "\x1b[2J\x1b[H{}  (every {:?}, Ctrl-C to stop)\n\n{text}",
-                chrono::Local::now().format("%H:%M:%S"),
-                every
-            )
-        } else {
-            format!("{text}\n")
-        };
-        super::write_stdout(screen.as_bytes())?;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = &mut ctrl_c => return Ok(exit::INTERRUPTED),
-        }
-    }
-}
+use super::answer::OTHERS;
 
-/// Checks what can be checked before asking the server, so a typo is a
-/// usage error (exit 2) that says what a valid value looks like.
-fn check_args(args: &QueryArgs) -> anyhow::Result<()> {
-    if let Some(kind) = &args.kind
-        && let Err(reason) = EventType::parse(kind, &Limits::default())
-    {
-        crate::usage!("--type {reason}");
-    }
-    if let Some(window) = &args.window {
-        match humantime::parse_duration(window.trim()) {
-            Err(e) => crate::usage!(
-                "--window {window:?} is not a duration ({e}); use e.g. 30s, 5m, 1h or 24h"
-            ),
-            Ok(d) if d.as_secs() < 1 => {
-                crate::usage!(
-                    "--window {window:?} is shorter than one second; use e.g. 30s, 5m, 1h"
-                )
-            }
-            Ok(d) if d.as_secs() > 24 * 3600 => {
-                crate::usage!(
-                    "--window {window:?} is longer than 24h, the longest window; use e.g. 1h or 24h"
-                )
-            }
-            Ok(_) => {}
-        }
-    }
-    if args.by.as_deref().is_some_and(|b| b.trim().is_empty()) {
-        crate::usage!("--by needs a dimension name, such as --by region");
-    }
-    Ok(())
-}
-
-/// Fetches the metrics and renders them in the chosen format.
-async fn render(client: &Client, args: &QueryArgs, terminal: bool) -> anyhow::Result<String> {
-    let mut query = vec![format!("top={}", args.top)];
+/// Rows from the live metrics.
+pub async fn rows(client: &Client, args: &QueryArgs) -> anyhow::Result<Rows> {
+    let mut query = vec![format!("top={}", args.top.unwrap_or(10))];
     if let Some(kind) = &args.kind {
         query.push(format!("type={}", encode(kind)));
     }
@@ -90,14 +26,16 @@ async fn render(client: &Client, args: &QueryArgs, terminal: bool) -> anyhow::Re
     let metrics = client
         .get_json(&format!("/api/metrics?{}", query.join("&")))
         .await?;
-    let rows = match (&args.kind, &args.by) {
+    if let Some(kind) = &args.kind
+        && the_type(&metrics, kind).is_err()
+    {
+        return Err(no_such_type(client, &metrics, kind).await);
+    }
+    Ok(match (&args.kind, &args.by) {
         (None, _) => overview(&metrics),
         (Some(kind), None) => fields(&metrics, kind)?,
         (Some(kind), Some(by)) => groups(&metrics, kind, by)?,
-    };
-    let mut out = Vec::new();
-    renderer(args.format).render(&rows, Target { terminal }, &mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    })
 }
 
 fn encode(s: &str) -> String {
@@ -178,25 +116,32 @@ fn the_type<'a>(metrics: &'a Value, kind: &str) -> anyhow::Result<&'a Value> {
     types(metrics)
         .iter()
         .find(|t| t["name"] == kind)
-        .ok_or_else(|| {
-            let known: Vec<_> = metrics["eventsByType"]
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            anyhow::anyhow!(
-                "no events of type `{kind}`{}; known types: {}",
-                if metrics["windowSeconds"].is_null() {
-                    ""
-                } else {
-                    " in this window"
-                },
-                if known.is_empty() {
-                    "none yet".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )
-        })
+        .ok_or_else(|| anyhow::anyhow!("no events of type `{kind}`"))
+}
+
+/// Says which types there are when the one asked for has no events.
+async fn no_such_type(client: &Client, metrics: &Value, kind: &str) -> anyhow::Error {
+    let all = client
+        .get_json("/api/metrics?top=1")
+        .await
+        .unwrap_or_default();
+    let known: Vec<_> = all["eventsByType"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "no events of type `{kind}`{}; known types: {}",
+        if metrics["windowSeconds"].is_null() {
+            ""
+        } else {
+            " in this window"
+        },
+        if known.is_empty() {
+            "none yet".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
 }
 
 /// One row per measure of a type.
@@ -229,9 +174,6 @@ fn fields(metrics: &Value, kind: &str) -> anyhow::Result<Rows> {
         rows,
     })
 }
-
-/// The value shown for the events beyond `--top` in a breakdown.
-const OTHERS: &str = "(others)";
 
 /// One row per value of a dimension of a type.
 fn groups(metrics: &Value, kind: &str, by: &str) -> anyhow::Result<Rows> {
