@@ -9,6 +9,7 @@
 //!
 //! Pure: no I/O, no clock (callers pass `now`), no locking.
 
+pub mod retention;
 mod ring;
 pub mod stats;
 pub use stats::Basic;
@@ -45,10 +46,13 @@ pub struct EngineConfig {
     pub slot_top_values: usize,
     /// Latest values kept per measure for `recentValues`.
     pub recent_values: usize,
+    /// The server's retention (ms): all-time aggregates then forget what
+    /// it deletes (see [`retention`]).
+    pub retention_ms: Option<i64>,
 }
 
 /// Marks a snapshot of this engine's format; bump it when the layout changes.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"rta-eng2";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rta-eng3";
 
 impl EngineConfig {
     fn all_time_limits(&self) -> SummaryLimits {
@@ -102,6 +106,7 @@ impl Default for EngineConfig {
             top_values: 100,
             slot_top_values: 32,
             recent_values: 20,
+            retention_ms: None,
         }
     }
 }
@@ -163,6 +168,9 @@ pub struct Engine {
     hour_summaries: Ring<HashMap<EventType, TypeSummary>>,
     version: u64,
     last_seq: u64,
+    /// With a retention: all-time summaries per epoch, to forget by.
+    #[serde(default)]
+    epochs: Option<retention::Epochs>,
 }
 
 impl Default for Engine {
@@ -186,6 +194,7 @@ impl Engine {
             hour_summaries: Ring::new(HOUR, 25),
             version: 0,
             last_seq: 0,
+            epochs: config.retention_ms.map(retention::Epochs::new),
         }
     }
 
@@ -203,6 +212,11 @@ impl Engine {
             .strip_prefix(SNAPSHOT_MAGIC.as_slice())
             .ok_or("not an engine snapshot of this version")?;
         let mut engine: Engine = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        match (config.retention_ms, &engine.epochs) {
+            (Some(r), Some(epochs)) if epochs.fits(r) => {}
+            (None, None) => {}
+            _ => return Err("saved under another retention".into()),
+        }
         engine.config = config;
         Ok(engine)
     }
@@ -310,6 +324,17 @@ impl Engine {
             } else {
                 None
             };
+            if let Some(epochs) = &mut self.epochs {
+                let limits = self.config.all_time_limits();
+                let merged = summed
+                    .as_ref()
+                    .is_some_and(|delta| epochs.merge(&kind, delta, limits));
+                if !merged {
+                    for &i in &group {
+                        epochs.add(events[i], &mut self.names, limits);
+                    }
+                }
+            }
             match summed {
                 Some(delta) => {
                     state.all_time.merge(&delta, self.config.all_time_limits());
@@ -372,6 +397,43 @@ impl Engine {
         self.version += 1;
     }
 
+    /// Forgets every event before `cutoff` after the store deleted them
+    /// (`deleted` of them): the all-time summaries become the merge of the
+    /// epochs left (reading again from the store, through `read`, only the
+    /// epoch or part the cutoff cuts), and time slots wholly before the
+    /// cutoff are emptied. Costs about what was deleted, not what is kept.
+    pub fn forget_before(
+        &mut self,
+        cutoff: Timestamp,
+        deleted: u64,
+        read: &mut retention::ReadRange<'_>,
+    ) {
+        let Some(epochs) = &mut self.epochs else {
+            return;
+        };
+        let cutoff = cutoff.millis();
+        let limits = self.config.all_time_limits();
+        epochs.forget_before(cutoff, self.last_seq, read, &mut self.names, limits);
+        let mut all_time = epochs.all_time(limits);
+        self.types
+            .retain(|kind, state| match all_time.remove(kind) {
+                Some(summary) if summary.count > 0 => {
+                    state.all_time = summary;
+                    true
+                }
+                _ => false,
+            });
+        self.total = self.total.saturating_sub(deleted);
+        let tracked: u64 = self.types.values().map(|s| s.all_time.count).sum();
+        self.untracked = self.total.saturating_sub(tracked);
+        self.total = self.total.max(tracked);
+        self.seconds.clear_before(cutoff);
+        self.minutes.clear_before(cutoff);
+        self.minute_summaries.clear_before(cutoff);
+        self.hour_summaries.clear_before(cutoff);
+        self.version += 1;
+    }
+
     /// Splits events into groups of one type and one minute (indices, in
     /// order), counting every event and setting aside those of types beyond
     /// the limit.
@@ -408,9 +470,15 @@ impl Engine {
         let now = now.millis();
         let window = query.window_ms.map(|w| w.clamp(SECOND, MAX_WINDOW_MS));
         let selected = |kind: &EventType| query.kind.as_ref().is_none_or(|k| k == kind);
+        // A window reaching past the retention holds every event kept: the
+        // all-time summaries answer it exactly, the slot the cutoff cuts
+        // would not.
+        let beyond_retention =
+            window.is_some_and(|w| self.config.retention_ms.is_some_and(|r| w >= r));
+        let sliced = window.filter(|_| !beyond_retention);
 
-        let windowed = window.map(|w| self.window_summaries(w, now));
-        let window_counts = window.map(|w| self.window_counts(w, now));
+        let windowed = sliced.map(|w| self.window_summaries(w, now));
+        let window_counts = sliced.map(|w| self.window_counts(w, now));
         let last_minute = self.window_counts(MINUTE, now);
 
         let mut types = Vec::new();
@@ -492,12 +560,22 @@ impl Engine {
                 .map(|(k, s)| (k.to_string(), s.all_time.count))
                 .collect(),
             window_ms: window,
-            window_events: window_counts.map(|c| {
-                c.iter()
-                    .filter(|(k, _)| selected(k))
-                    .map(|(_, p)| p.count)
-                    .sum()
-            }),
+            window_events: match (&window_counts, beyond_retention) {
+                (Some(c), _) => Some(
+                    c.iter()
+                        .filter(|(k, _)| selected(k))
+                        .map(|(_, p)| p.count)
+                        .sum(),
+                ),
+                (None, true) => Some(
+                    self.types
+                        .iter()
+                        .filter(|(k, _)| selected(k))
+                        .map(|(_, s)| s.all_time.count)
+                        .sum(),
+                ),
+                (None, false) => None,
+            },
             types,
             recent_values,
             time_series,

@@ -53,6 +53,16 @@ impl<T: Default> Ring<T> {
         slot.as_mut().map(|(_, value)| value)
     }
 
+    /// Empties every slot that ends at or before `ts_ms`.
+    pub fn clear_before(&mut self, ts_ms: i64) {
+        let first_kept = self.index_of(ts_ms);
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|(i, _)| *i < first_kept) {
+                *slot = None;
+            }
+        }
+    }
+
     /// The slots whose index is in `first..=last`, oldest first, skipping empty ones.
     pub fn range(&self, first: i64, last: i64) -> impl Iterator<Item = (i64, &T)> {
         let capacity = self.slots.len() as i64;

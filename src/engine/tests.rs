@@ -202,6 +202,7 @@ fn memory_is_bounded_by_the_config() {
         top_values: 5,
         slot_top_values: 2,
         recent_values: 4,
+        retention_ms: None,
     };
     let mut engine = Engine::new(config);
     let events: Vec<_> = (0..10_000)
@@ -295,4 +296,117 @@ fn a_snapshot_restores_every_answer() {
         );
     }
     assert!(Engine::from_snapshot(b"garbage", EngineConfig::default()).is_err());
+}
+
+/// A measure's count, sum (to 6 decimals), min, max and p99.
+type MeasureNumbers = (String, u64, f64, f64, f64, Option<f64>);
+
+/// The all-time numbers of a snapshot, per type and measure, that merging
+/// cannot blur: counts, sums, min, max and quantiles.
+fn all_time_numbers(s: &Snapshot) -> Vec<(String, u64, Vec<MeasureNumbers>)> {
+    s.types
+        .iter()
+        .map(|t| {
+            let measures = t
+                .measures
+                .iter()
+                .map(|m| {
+                    (
+                        m.name.clone(),
+                        m.count,
+                        (m.sum * 1e6).round() / 1e6,
+                        m.min,
+                        m.max,
+                        m.p99,
+                    )
+                })
+                .collect();
+            (t.name.clone(), t.count, measures)
+        })
+        .collect()
+}
+
+#[test]
+fn retention_forgets_exactly_what_it_deletes_and_reads_little_again() {
+    const RETENTION: i64 = 2 * HOUR;
+    let config = EngineConfig {
+        retention_ms: Some(RETENTION),
+        ..EngineConfig::default()
+    };
+    // 20,000 events over the retention, as a store would hold them (seq order).
+    let stored: Vec<Event> = (0..20_000i64)
+        .map(|i| {
+            let ts = NOW - RETENTION + i * (RETENTION / 20_000);
+            let kind = ["sales", "users"][(i % 2) as usize];
+            ev(
+                kind,
+                ts,
+                json!({"amount": (i * 37) % 1000, "region": format!("r{}", i % 7)}),
+            )
+        })
+        .collect();
+    let mut engine = Engine::new(config);
+    for (i, chunk) in stored.chunks(500).enumerate() {
+        engine.apply_committed(1 + (i * 500) as u64, chunk, now());
+    }
+    // Three passes, as time goes on: each cutoff a little later.
+    let mut reread = 0usize;
+    for step in 1..=3 {
+        let cutoff = NOW - RETENTION + step * RETENTION / 50;
+        let deleted = stored
+            .iter()
+            .filter(|e| {
+                let ts = e.timestamp.millis();
+                ts < cutoff && ts >= cutoff - RETENTION / 50
+            })
+            .count() as u64;
+        engine.forget_before(
+            Timestamp::from_millis(cutoff).unwrap(),
+            deleted,
+            &mut |range, sink| {
+                // What the store still holds in that range.
+                for (i, e) in stored.iter().enumerate() {
+                    let ts = e.timestamp.millis();
+                    if ts >= cutoff && range.contains(ts) {
+                        reread += 1;
+                        sink(1 + i as u64, std::slice::from_ref(e));
+                    }
+                }
+            },
+        );
+        let kept: Vec<Event> = stored
+            .iter()
+            .filter(|e| e.timestamp.millis() >= cutoff)
+            .cloned()
+            .collect();
+        let mut fresh = Engine::new(config);
+        fresh.apply(&kept, now());
+        let (got, want) = (
+            engine.query(&Query::default(), now()),
+            fresh.query(&Query::default(), now()),
+        );
+        assert_eq!(got.total_events, kept.len() as u64, "pass {step}");
+        assert_eq!(
+            all_time_numbers(&got),
+            all_time_numbers(&fresh.query(&Query::default(), now())),
+            "pass {step}"
+        );
+        assert_eq!(got.events_by_type, want.events_by_type);
+        // A window reaching past the retention is everything kept.
+        let day = engine.query(
+            &Query {
+                window_ms: Some(3 * HOUR),
+                ..Query::default()
+            },
+            now(),
+        );
+        assert_eq!(day.window_events, Some(kept.len() as u64));
+    }
+    // The first pass read the rest of the oldest epoch (1/16 of what is
+    // kept), the others only the part the cutoff cut (1/256): never all.
+    assert!(
+        reread < stored.len() / 8,
+        "read {reread} events again for {} stored",
+        stored.len()
+    );
 }

@@ -106,10 +106,13 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpAcceptor> {
 /// requests and flushes pending writes.
 pub async fn run(
     acceptor: TcpAcceptor,
-    config: ServeConfig,
+    mut config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    config.engine.retention_ms = config
+        .retention
+        .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
     let feed = Arc::new(Feed::default());
     let dir = config.data_dir.clone();
     let store: Arc<dyn Store> = {
@@ -420,9 +423,14 @@ impl Maintenance {
         match self.store.delete_before(cutoff).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::info!(deleted = n, "retention removed events older than {cutoff}");
-                if let Err(e) = self.rebuild().await {
-                    tracing::error!("could not rebuild the engine after retention: {e:#}");
+                tracing::debug!(deleted = n, "retention removed events older than {cutoff}");
+                if let Err(e) = self.forget_before(cutoff, n).await {
+                    tracing::warn!(
+                        "could not read the store after retention ({e:#}); rebuilding the engine from it"
+                    );
+                    if let Err(e) = self.rebuild().await {
+                        tracing::error!("could not rebuild the engine after retention: {e:#}");
+                    }
                 }
             }
             Err(e) => tracing::error!("retention failed: {e}"),
@@ -449,6 +457,25 @@ impl Maintenance {
         })
         .await??;
         self.save_snapshot().await
+    }
+
+    /// Has the engine forget what retention deleted, reading again from the
+    /// store only the span the cutoff cuts. The engine is held meanwhile, so
+    /// no commit is applied twice (the engine reads only events it applied).
+    async fn forget_before(&self, cutoff: Timestamp, deleted: u64) -> anyhow::Result<()> {
+        let (store, live) = (self.store.clone(), self.engine.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut failed = None;
+            live.with(|engine| {
+                engine.forget_before(cutoff, deleted, &mut |range, sink| {
+                    if let Err(e) = store.scan_range(range, None, sink) {
+                        failed = Some(e);
+                    }
+                })
+            });
+            failed.map_or(Ok(()), |e| Err(anyhow::Error::from(e)))
+        })
+        .await?
     }
 
     async fn save_snapshot(&self) -> anyhow::Result<()> {

@@ -118,7 +118,7 @@ impl QueryApi {
             let types = query.types();
             let mut exec = Executor::new(&query);
             store
-                .scan_range(query.range, types.as_deref(), &mut |events| {
+                .scan_range(query.range, types.as_deref(), &mut |_, events| {
                     exec.add(events)
                 })
                 .map_err(|e| Failure::Unavailable(e.to_string()))?;

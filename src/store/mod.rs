@@ -93,15 +93,16 @@ pub trait Store: Send + Sync + 'static {
     /// order, a chunk at a time. Blocking: meant for start-up and rebuilds.
     fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError>;
 
-    /// Calls `sink` with the stored events that may lie in `range` and be of
-    /// one of `types` (any type when `None`), a stored segment at a time, in
-    /// commit order. Segments are skipped by their time span and types; the
-    /// sink still sees events outside the range and filters them. Blocking.
+    /// Calls `sink(first_seq, events)` with the stored events that may lie
+    /// in `range` and be of one of `types` (any type when `None`), a stored
+    /// segment at a time, in commit order. Segments are skipped by their
+    /// time span and types; the sink still sees events outside the range and
+    /// filters them. Blocking.
     fn scan_range(
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
-        sink: &mut dyn FnMut(&[Event]),
+        sink: &mut dyn FnMut(u64, &[Event]),
     ) -> Result<(), StoreError>;
 
     /// Where the store stands: lets a saved engine state tell whether it

@@ -395,7 +395,7 @@ impl Store for SqliteStore {
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
-        sink: &mut dyn FnMut(&[Event]),
+        sink: &mut dyn FnMut(u64, &[Event]),
     ) -> Result<(), StoreError> {
         let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
         let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
@@ -425,7 +425,7 @@ impl Store for SqliteStore {
                     }
                 }
                 let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-                sink(&decode_row(after, data));
+                sink(after as u64, &decode_row(after, data));
             }
             if rows_read < SCAN_CHUNK {
                 return Ok(());
