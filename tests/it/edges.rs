@@ -73,6 +73,20 @@ async fn a_body_without_a_json_content_type_is_refused_and_not_stored() {
         }
     }
     assert_eq!(server.metrics("").await["totalEvents"], 0, "nothing stored");
+    // The query route takes a body too.
+    for content_type in [
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+    ] {
+        let (status, body) = server
+            .post("/api/query", content_type, r#"{"by": ["type"]}"#)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -196,16 +196,7 @@ fn per_type(answer: &Value, text: &QueryText) -> Rows {
         .filter_map(|s| parse::parse_stat(s).ok())
         .map(|s| s.column())
         .collect();
-    let mut columns: Vec<String> = [
-        "type",
-        "events",
-        "rate_per_s",
-        "first_seen",
-        "last_seen",
-        "measures",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut columns: Vec<String> = super::OVERVIEW_COLUMNS.map(String::from).to_vec();
     columns.extend(asked.iter().cloned());
     let all = strings(&answer["columns"]);
     let range_seconds = match (answer["from"].as_str(), answer["to"].as_str()) {

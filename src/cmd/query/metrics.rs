@@ -71,14 +71,7 @@ fn float(v: &Value) -> Cell {
 
 /// One row per event type.
 fn overview(metrics: &Value) -> Rows {
-    let columns = [
-        "type",
-        "events",
-        "rate_per_s",
-        "first_seen",
-        "last_seen",
-        "measures",
-    ];
+    let columns = super::OVERVIEW_COLUMNS;
     let rows = types(metrics)
         .iter()
         .map(|t| {

@@ -48,6 +48,16 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// The columns of the one-row-per-type layout, whichever source answers.
+const OVERVIEW_COLUMNS: [&str; 6] = [
+    "type",
+    "events",
+    "rate_per_s",
+    "first_seen",
+    "last_seen",
+    "measures",
+];
+
 /// Whether the question needs the query model: anything beyond a type, one
 /// dimension of it and a window of up to 24h.
 fn needs_query_model(args: &QueryArgs) -> bool {
