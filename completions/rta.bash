@@ -271,7 +271,7 @@ _rta() {
             return 0
             ;;
         rta__subcmd__query)
-            opts="-t -w -f -h -V --type --by --window --from --to --where --stat --order --format --top --watch --url --token --retry-for --timeout --help --version"
+            opts="-t -w -f -h -V --type --by --window --from --to --where --stat --order --events --limit --format --top --watch --url --token --retry-for --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,12 +317,16 @@ _rta() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
-                    COMPREPLY=($(compgen -W "table json csv tsv" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table json jsonl csv tsv" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "table json csv tsv" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "table json jsonl csv tsv" -- "${cur}"))
                     return 0
                     ;;
                 --top)

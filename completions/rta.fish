@@ -89,9 +89,11 @@ complete -c rta -n "__fish_rta_using_subcommand query" -l from -d 'Only events f
 complete -c rta -n "__fish_rta_using_subcommand query" -l to -d 'Only events before this time (default: now)' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l where -d 'A filter; repeat for several (all must hold). See below' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l stat -d 'Add a statistic column, stat:field: count, sum, min, max, mean, last, p50, p90, p95, p99 of a measure; distinct, top of a dimension. Repeatable' -r
-complete -c rta -n "__fish_rta_using_subcommand query" -l order -d 'Order rows by a column, then asc or desc (default: events, most first; time, oldest first)' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l order -d 'Order rows by a column, then asc or desc (default: events, most first; time, oldest first); with --events, newest (default) or oldest' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l limit -d 'With --events: at most this many (default: all for jsonl, csv and tsv; 1000 otherwise)' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -s f -l format -d 'Output format (default: a table)' -r -f -a "table\t'Aligned columns for people (boxes only on a terminal)'
 json\t'An array of objects, one per row, keyed by the CSV\'s column names'
+jsonl\t'One JSON object a line (events as `rta replay` reads them)'
 csv\t'Comma-separated, with a header row'
 tsv\t'Tab-separated, with a header row; tabs, newlines and backslashes in values escaped'"
 complete -c rta -n "__fish_rta_using_subcommand query" -l top -d 'With --by: how many rows (default 10, or every time bucket); the rest are summed in one `(others)` row' -r
@@ -100,6 +102,7 @@ complete -c rta -n "__fish_rta_using_subcommand query" -l url -d 'The server\'s 
 complete -c rta -n "__fish_rta_using_subcommand query" -l token -d 'Bearer token, for a server started with --token' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l events -d 'Print the matching events themselves instead of aggregates; `--format jsonl` is read back unchanged by `rta replay -`'
 complete -c rta -n "__fish_rta_using_subcommand query" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rta -n "__fish_rta_using_subcommand query" -s V -l version -d 'Print version'
 complete -c rta -n "__fish_rta_using_subcommand completions" -s h -l help -d 'Print help'

@@ -156,6 +156,7 @@ pub struct ReplayArgs {
   rta query --type sales --window 30d --where region=Europe --where 'amount>100' --by channel,device
   rta query --type pageview --window 7d --stat p95:latency_ms --stat distinct:user --by device
   rta query --type pageview --by time:hour --window 24h
+  rta query --events --type sales --from 2023-04-01 --where region=Europe --format jsonl > europe.jsonl
   rta query --format csv | sort                      for scripts
   rta query --watch 2                                refresh every 2 seconds
 
@@ -193,9 +194,19 @@ pub struct QueryArgs {
     #[arg(long = "stat", value_name = "STAT:FIELD")]
     pub stats: Vec<String>,
 
-    /// Order rows by a column, then asc or desc (default: events, most first; time, oldest first).
+    /// Order rows by a column, then asc or desc (default: events, most first; time, oldest
+    /// first); with --events, newest (default) or oldest.
     #[arg(long, value_name = "COLUMN")]
     pub order: Option<String>,
+
+    /// Print the matching events themselves instead of aggregates; `--format jsonl` is
+    /// read back unchanged by `rta replay -`.
+    #[arg(long, conflicts_with_all = ["by", "stats", "watch"])]
+    pub events: bool,
+
+    /// With --events: at most this many (default: all for jsonl, csv and tsv; 1000 otherwise).
+    #[arg(long, requires = "events", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
 
     /// Output format (default: a table).
     #[arg(long, short = 'f', value_enum, default_value = "table")]

@@ -67,6 +67,9 @@ impl ClientError {
     }
 }
 
+/// How long a streamed answer may take in all.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// What a command does with the server, which decides the token it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -111,6 +114,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(args.timeout)
+            .read_timeout(args.timeout)
             .user_agent(concat!("rta/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -163,6 +167,23 @@ impl Client {
             url: url.clone(),
             reason: e.to_string(),
         })
+    }
+
+    /// GETs an answer to read as it comes (a stream of events).
+    pub async fn get_streamed(
+        &self,
+        path_and_query: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path_and_query}", self.base);
+        // The whole answer may take long (a million events); a stalled one
+        // is still caught by the read timeout.
+        let response = self
+            .send_with_retry(&url, || self.http.get(&url).timeout(STREAM_TIMEOUT))
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.server_error(&url, response).await);
+        }
+        Ok(response)
     }
 
     /// POSTs a JSON document and reads the JSON answer (a query: reading

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use super::AppState;
 use super::access::TokenIn;
-use super::models::{ApiError, EventOut, EventsIn, IngestReport, Metrics, SerdeJson};
+use super::models::{ApiError, EventsIn, IngestReport, Metrics, SerdeJson};
 use crate::engine;
 use crate::event::{self, BodyError, BodyFormat, EventType, Timestamp};
 use crate::store::{Appended, IdempotencyKey, StoreError};
@@ -127,48 +127,6 @@ impl Api {
             }
             Err(message) => {
                 MetricsResponse::BadRequest(Json(ApiError::new("bad_request", message)))
-            }
-        }
-    }
-
-    /// Read recent events
-    ///
-    /// The most recently stored events, newest first.
-    #[oai(path = "/api/events", method = "get", tag = "ApiTags::Metrics")]
-    async fn events(
-        &self,
-        req: &Request,
-        /// How many (1-1000, default 50).
-        limit: Query<Option<u32>>,
-        /// Only this event type.
-        #[oai(name = "type")]
-        kind: Query<Option<String>>,
-    ) -> EventsResponse {
-        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
-            return EventsResponse::Unauthorized(Json(ApiError::new(
-                "unauthorized",
-                denied.message("reading events"),
-            )));
-        }
-        let limit = limit.0.unwrap_or(50);
-        if !(1..=1000).contains(&limit) {
-            return EventsResponse::BadRequest(Json(ApiError::new(
-                "bad_request",
-                format!("limit={limit} is out of range; use 1 to 1000"),
-            )));
-        }
-        let kind = match kind.0.map(|k| parse_type(&k)).transpose() {
-            Ok(k) => k,
-            Err(message) => {
-                return EventsResponse::BadRequest(Json(ApiError::new("bad_request", message)));
-            }
-        };
-        match self.state.store.recent(limit as usize, kind).await {
-            Ok(events) => {
-                EventsResponse::Ok(Json(events.into_iter().map(EventOut::from).collect()))
-            }
-            Err(e) => {
-                EventsResponse::Unavailable(Json(ApiError::new("unavailable", e.to_string())))
             }
         }
     }
@@ -451,21 +409,6 @@ enum MetricsResponse {
     /// The server runs with `--read-token` and the request lacks it.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>),
-}
-
-#[derive(ApiResponse)]
-enum EventsResponse {
-    #[oai(status = 200)]
-    Ok(Json<Vec<EventOut>>),
-    /// A parameter is invalid.
-    #[oai(status = 400)]
-    BadRequest(Json<ApiError>),
-    /// The server runs with `--read-token` and the request lacks it.
-    #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
-    /// The store could not be read.
-    #[oai(status = 503)]
-    Unavailable(Json<ApiError>),
 }
 
 /// The raw body of an ingest request, with what is needed to decode it.

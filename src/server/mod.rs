@@ -8,6 +8,7 @@
 mod access;
 mod api;
 mod docs;
+mod events;
 mod guard;
 mod live;
 mod models;
@@ -238,6 +239,9 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
                 state: state.clone(),
             },
             query::QueryApi {
+                state: state.clone(),
+            },
+            events::EventsApi {
                 state: state.clone(),
             },
         ),

@@ -58,6 +58,13 @@ pub enum Appended {
     },
 }
 
+/// Which end of the stored events a scan starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOrder {
+    OldestFirst,
+    NewestFirst,
+}
+
 /// An event as stored, with its sequence number.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredEvent {
@@ -103,6 +110,19 @@ pub trait Store: Send + Sync + 'static {
         range: TimeRange,
         types: Option<&[EventType]>,
         sink: &mut dyn FnMut(u64, &[Event]),
+    ) -> Result<(), StoreError>;
+
+    /// Calls `sink(seq, event)` with stored events that may lie in `range`
+    /// and be of one of `types`, one at a time, oldest or newest first (by
+    /// sequence number), starting after `cursor` (a sequence number, in that
+    /// order), until `sink` returns false. Blocking.
+    fn scan_events(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        order: ScanOrder,
+        cursor: Option<u64>,
+        sink: &mut dyn FnMut(u64, &Event) -> bool,
     ) -> Result<(), StoreError>;
 
     /// Where the store stands: lets a saved engine state tell whether it

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{self, Chunk};
-use super::{Appended, IdempotencyKey, Store, StoreError, StoreMark, StoredEvent};
+use super::{Appended, IdempotencyKey, ScanOrder, Store, StoreError, StoreMark, StoredEvent};
 use crate::event::{Event, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
 use crate::query::TimeRange;
@@ -426,6 +426,89 @@ impl Store for SqliteStore {
                 }
                 let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
                 sink(after as u64, &decode_row(after, data));
+            }
+            if rows_read < SCAN_CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
+    fn scan_events(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        order: ScanOrder,
+        cursor: Option<u64>,
+        sink: &mut dyn FnMut(u64, &Event) -> bool,
+    ) -> Result<(), StoreError> {
+        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
+        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+        let newest = order == ScanOrder::NewestFirst;
+        // Segments are taken by first_seq, a chunk at a time; the bound moves
+        // past each one read. Oldest first starts at the segment holding the
+        // event after the cursor.
+        let mut bound: i64 = match (cursor, newest) {
+            (Some(c), true) => i64::try_from(c).unwrap_or(i64::MAX),
+            (None, true) => i64::MAX,
+            (Some(c), false) => conn
+                .query_row(
+                    "SELECT coalesce((SELECT first_seq FROM segments WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1), 0)",
+                    params![i64::try_from(c).unwrap_or(i64::MAX).saturating_add(1)],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(read)?
+                - 1,
+            (None, false) => 0,
+        };
+        let sql = if newest {
+            "SELECT first_seq, types, data FROM segments
+             WHERE first_seq < ?1 AND min_ts < ?2 AND max_ts >= ?3
+             ORDER BY first_seq DESC LIMIT ?4"
+        } else {
+            "SELECT first_seq, types, data FROM segments
+             WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
+             ORDER BY first_seq LIMIT ?4"
+        };
+        let mut stmt = conn.prepare(sql).map_err(read)?;
+        let wanted: Option<Vec<String>> =
+            types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
+        loop {
+            let mut rows = stmt
+                .query(params![bound, range.to, range.from, SCAN_CHUNK as i64])
+                .map_err(read)?;
+            let mut rows_read = 0;
+            while let Some(row) = rows.next().map_err(read)? {
+                rows_read += 1;
+                let first_seq: i64 = row.get(0).map_err(read)?;
+                bound = first_seq;
+                if let Some(wanted) = &wanted {
+                    let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
+                    if !wanted.iter().any(|t| held.contains(t.as_str())) {
+                        continue;
+                    }
+                }
+                let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
+                let events = decode_row(first_seq, data);
+                let seq = |i: usize| first_seq as u64 + i as u64;
+                let past_cursor =
+                    |s: u64| cursor.is_none_or(|c| if newest { s < c } else { s > c });
+                let keep_going = if newest {
+                    events
+                        .iter()
+                        .enumerate()
+                        .rev()
+                        .filter(|(i, _)| past_cursor(seq(*i)))
+                        .all(|(i, e)| sink(seq(i), e))
+                } else {
+                    events
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| past_cursor(seq(*i)))
+                        .all(|(i, e)| sink(seq(i), e))
+                };
+                if !keep_going {
+                    return Ok(());
+                }
             }
             if rows_read < SCAN_CHUNK {
                 return Ok(());

@@ -10,7 +10,10 @@ use serde_json::Value;
 use super::{Cell, Render, Rows, Target};
 use crate::client::escape;
 
-pub struct Json;
+/// `lines`: one object a line (JSON Lines) instead of one array.
+pub struct Json {
+    pub lines: bool,
+}
 
 fn number(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
@@ -57,6 +60,14 @@ impl Render for Json {
                 cells,
             })
             .collect();
+        if self.lines {
+            for row in &array {
+                let text = serde_json::to_string(row)?;
+                out.write_all(escape::json(&text).as_bytes())?;
+                writeln!(out)?;
+            }
+            return Ok(());
+        }
         let text = serde_json::to_string_pretty(&array)?;
         out.write_all(escape::json(&text).as_bytes())?;
         writeln!(out)

@@ -71,6 +71,8 @@ pub enum OutputFormat {
     Table,
     /// An array of objects, one per row, keyed by the CSV's column names.
     Json,
+    /// One JSON object a line (events as `rta replay` reads them).
+    Jsonl,
     /// Comma-separated, with a header row.
     Csv,
     /// Tab-separated, with a header row; tabs, newlines and backslashes in values escaped.
@@ -93,7 +95,8 @@ pub trait Render {
 pub fn renderer(format: OutputFormat) -> Box<dyn Render> {
     match format {
         OutputFormat::Table => Box::new(table::Table),
-        OutputFormat::Json => Box::new(json::Json),
+        OutputFormat::Json => Box::new(json::Json { lines: false }),
+        OutputFormat::Jsonl => Box::new(json::Json { lines: true }),
         OutputFormat::Csv => Box::new(delimited::Delimited { delimiter: b',' }),
         OutputFormat::Tsv => Box::new(delimited::Delimited { delimiter: b'\t' }),
     }

@@ -10,6 +10,7 @@ use crate::client::Client;
 use crate::client::output::{Cell, Rows};
 
 use super::answer::OTHERS;
+use super::encode;
 
 /// Rows from the live metrics.
 pub async fn rows(client: &Client, args: &QueryArgs) -> anyhow::Result<Rows> {
@@ -36,17 +37,6 @@ pub async fn rows(client: &Client, args: &QueryArgs) -> anyhow::Result<Rows> {
         (Some(kind), None) => fields(&metrics, kind)?,
         (Some(kind), Some(by)) => groups(&metrics, kind, by)?,
     })
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn types(metrics: &Value) -> &[Value] {

@@ -6,6 +6,7 @@
 //! filters, breakdowns and statistics) in `answer.rs`.
 
 mod answer;
+mod events;
 mod metrics;
 
 use std::io::IsTerminal;
@@ -20,6 +21,10 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     check_args(&args)?;
     let client = Client::new(&args.client, Purpose::Read)?;
     let terminal = std::io::stdout().is_terminal();
+    if args.events {
+        events::print(&client, &args, terminal).await?;
+        return Ok(exit::OK);
+    }
     let Some(every) = args.watch else {
         let text = render(&client, &args, terminal).await?;
         super::write_stdout(text.as_bytes())?;
@@ -46,6 +51,18 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
             _ = &mut ctrl_c => return Ok(exit::INTERRUPTED),
         }
     }
+}
+
+/// Percent-encodes a query string value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The columns of the one-row-per-type layout, whichever source answers.
@@ -86,6 +103,19 @@ fn check_args(args: &QueryArgs) -> anyhow::Result<()> {
     }
     if args.by.as_deref().is_some_and(|b| b.trim().is_empty()) {
         crate::usage!("--by needs a dimension name, such as --by region");
+    }
+    if args.events {
+        if let Some(order) = args.order.as_deref()
+            && !matches!(order, "newest" | "oldest")
+        {
+            crate::usage!("with --events, --order is newest or oldest, got {order:?}");
+        }
+        let mut text = answer::text(args);
+        (text.by, text.order) = (Vec::new(), None);
+        if let Err(message) = text.to_query(Timestamp::now()) {
+            crate::usage!("{}", flag_names(&message));
+        }
+        return Ok(());
     }
     if let Err(message) = answer::text(args).to_query(Timestamp::now()) {
         crate::usage!("{}", flag_names(&message));
