@@ -161,8 +161,9 @@ pub struct ReplayArgs {
   rta query --watch 2                                refresh every 2 seconds
 
 Filters (--where, repeatable, all must hold): dim=value, dim=a,b (one of; \\, for a comma in a
-value), dim!=value (events without dim count as not equal), dim~text (contains), measure>N (>=, <,
-<=). `type` and `source` are the event's own; a value named so is values.type.")]
+value), dim!=value or dim!=a,b (none of; events without dim count as not equal), dim~text
+(contains), measure>N (>=, <, <=; = and != compare numbers). `type` and `source` are the event's
+own; a value named so is values.type.")]
 pub struct QueryArgs {
     /// Only this event type; without --by, one row per field.
     #[arg(long = "type", short = 't', value_name = "TYPE")]

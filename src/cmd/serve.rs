@@ -21,6 +21,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     config.cors_origins = args.cors_origins;
+    for host in &args.allowed_hosts {
+        if let Err(message) = server::check_allowed_host(host) {
+            crate::usage!("{message}");
+        }
+    }
     config.allowed_hosts = args.allowed_hosts;
     config.max_connections = args.max_connections.max(1);
     config.request_timeout = args

@@ -328,10 +328,10 @@ impl Engine {
                 let limits = self.config.all_time_limits();
                 let merged = summed
                     .as_ref()
-                    .is_some_and(|delta| epochs.merge(&kind, delta, limits));
+                    .is_some_and(|delta| epochs.merge(&kind, delta, now, limits));
                 if !merged {
                     for &i in &group {
-                        epochs.add(events[i], &mut self.names, limits);
+                        epochs.add(events[i], now, &mut self.names, limits);
                     }
                 }
             }
@@ -397,23 +397,36 @@ impl Engine {
         self.version += 1;
     }
 
+    /// The first half of forgetting what retention deleted: what to read
+    /// again from the store, outside the engine (see [`retention`]).
+    pub fn forget_plan(&self, cutoff: Timestamp) -> Option<retention::Reread> {
+        let tracked = self.types.keys().cloned().collect();
+        self.epochs.as_ref()?.plan(
+            cutoff.millis(),
+            self.last_seq,
+            tracked,
+            self.config.all_time_limits(),
+        )
+    }
+
     /// Forgets every event before `cutoff` after the store deleted them
     /// (`deleted` of them): the all-time summaries become the merge of the
-    /// epochs left (reading again from the store, through `read`, only the
-    /// epoch or part the cutoff cuts), and time slots wholly before the
-    /// cutoff are emptied. Costs about what was deleted, not what is kept.
+    /// epochs left, with the parts `reread` gathered (events applied since
+    /// are read through `since`), and time slots wholly before the cutoff
+    /// are emptied. Costs about what was deleted, not what is kept.
     pub fn forget_before(
         &mut self,
         cutoff: Timestamp,
         deleted: u64,
-        read: &mut retention::ReadRange<'_>,
+        reread: Option<retention::Reread>,
+        since: &mut retention::ReadSince<'_>,
     ) {
         let Some(epochs) = &mut self.epochs else {
             return;
         };
         let cutoff = cutoff.millis();
         let limits = self.config.all_time_limits();
-        epochs.forget_before(cutoff, self.last_seq, read, &mut self.names, limits);
+        epochs.forget_before(cutoff, reread, since, limits);
         let mut all_time = epochs.all_time(limits);
         self.types
             .retain(|kind, state| match all_time.remove(kind) {

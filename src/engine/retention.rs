@@ -10,8 +10,14 @@
 //! the parts before the cutoff and reads again only the part it cuts. A
 //! pass thus reads about what it deletes, never what it keeps.
 //!
-//! Memory: with a retention, up to `EPOCHS + PARTS` summaries per type
-//! beside the all-time one (each bounded as the all-time one is).
+//! The reading happens without holding the engine ([`Epochs::plan`], then
+//! [`Reread::take`] per stored run, then [`Epochs::forget_before`]), so
+//! ingest and reads go on meanwhile; events applied in between are added
+//! from the store by sequence number.
+//!
+//! Memory: with a retention, up to `EPOCHS + PARTS + 1` summaries per type
+//! beside the all-time one (each bounded as the all-time one is); events
+//! more than an epoch ahead of the clock share one span.
 
 use std::collections::BTreeMap;
 
@@ -29,9 +35,57 @@ pub const PARTS: i64 = 16;
 /// Summaries per type over one span of event time.
 type Summaries = BTreeMap<EventType, TypeSummary>;
 
-/// Reads the stored events in a time range, with their sequence numbers:
-/// `sink(first_seq, events)` per stored run.
-pub type ReadRange<'a> = dyn FnMut(TimeRange, &mut dyn FnMut(u64, &[Event])) + 'a;
+/// Reads stored events committed after a sequence number, in commit
+/// order: `sink(first_seq, events)` per stored run.
+pub type ReadSince<'a> = dyn FnMut(u64, &mut dyn FnMut(u64, &[Event])) + 'a;
+
+/// The key of the span holding events more than an epoch in the future:
+/// one span for them all, so odd timestamps cannot multiply spans.
+const FUTURE: i64 = i64::MAX;
+
+/// What a retention pass reads again from the store, gathered without the
+/// engine (so ingest and reads go on meanwhile): the parts after the
+/// cutoff of the epoch the cutoff cuts, from events up to `last_seq`.
+pub struct Reread {
+    pub range: TimeRange,
+    last_seq: u64,
+    tracked: Vec<EventType>,
+    part_width: i64,
+    limits: SummaryLimits,
+    names: Names,
+    parts: BTreeMap<i64, Summaries>,
+}
+
+impl Reread {
+    /// Takes the stored events of the range that the engine had applied
+    /// when the pass began (later ones it adds itself).
+    pub fn take(&mut self, first_seq: u64, events: &[Event]) {
+        self.add(first_seq, events, |seq, last| seq <= last);
+    }
+
+    fn take_later(&mut self, first_seq: u64, events: &[Event]) {
+        self.add(first_seq, events, |seq, last| seq > last);
+    }
+
+    fn add(&mut self, first_seq: u64, events: &[Event], wanted: impl Fn(u64, u64) -> bool) {
+        for (i, event) in events.iter().enumerate() {
+            let ts = event.timestamp.millis();
+            if !wanted(first_seq + i as u64, self.last_seq)
+                || !self.range.contains(ts)
+                || !self.tracked.contains(&event.kind)
+            {
+                continue;
+            }
+            let part = ts.div_euclid(self.part_width) * self.part_width;
+            self.parts
+                .entry(part)
+                .or_default()
+                .entry(event.kind.clone())
+                .or_default()
+                .add(event, &mut self.names, self.limits);
+        }
+    }
+}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Epochs {
@@ -65,18 +119,24 @@ impl Epochs {
         self.width / PARTS
     }
 
-    fn start(&self, ts: i64) -> i64 {
-        ts.div_euclid(self.width) * self.width
+    /// The span an event at `ts` goes to, as of `now`.
+    fn start(&self, ts: i64, now: i64) -> i64 {
+        let start = ts.div_euclid(self.width) * self.width;
+        if start > now.saturating_add(self.width) {
+            FUTURE
+        } else {
+            start
+        }
     }
 
     fn part_start(&self, ts: i64) -> i64 {
         ts.div_euclid(self.part_width()) * self.part_width()
     }
 
-    pub fn add(&mut self, event: &Event, names: &mut Names, limits: SummaryLimits) {
+    pub fn add(&mut self, event: &Event, now: i64, names: &mut Names, limits: SummaryLimits) {
         let ts = event.timestamp.millis();
         let part = self.part_start(ts);
-        let span = self.spans.entry(self.start(ts)).or_default();
+        let span = self.spans.entry(self.start(ts, now)).or_default();
         span.summaries
             .entry(event.kind.clone())
             .or_default()
@@ -93,13 +153,21 @@ impl Epochs {
 
     /// Merges a group's summary when all its events fall in one epoch (and
     /// one part); `false` asks for them one by one.
-    pub fn merge(&mut self, kind: &EventType, delta: &TypeSummary, limits: SummaryLimits) -> bool {
+    pub fn merge(
+        &mut self,
+        kind: &EventType,
+        delta: &TypeSummary,
+        now: i64,
+        limits: SummaryLimits,
+    ) -> bool {
         let (first, last) = (delta.first_ts, delta.last_ts);
-        if self.part_start(first) != self.part_start(last) {
+        if self.part_start(first) != self.part_start(last)
+            || self.start(first, now) != self.start(last, now)
+        {
             return false;
         }
         let part = self.part_start(first);
-        let span = self.spans.entry(self.start(first)).or_default();
+        let span = self.spans.entry(self.start(first, now)).or_default();
         span.summaries
             .entry(kind.clone())
             .or_default()
@@ -115,63 +183,65 @@ impl Epochs {
         true
     }
 
-    /// Forgets every event before `cutoff`, reading again from the store
-    /// (events up to `last_seq`, those already applied) only the epoch or
-    /// part the cutoff cuts.
+    /// What a pass at `cutoff` must read again: the rest of the epoch the
+    /// cutoff cuts, the first time it cuts it; after that only the part it
+    /// cuts. `None` when the cutoff cuts no epoch.
+    pub fn plan(
+        &self,
+        cutoff: i64,
+        last_seq: u64,
+        tracked: Vec<EventType>,
+        limits: SummaryLimits,
+    ) -> Option<Reread> {
+        let (&start, span) = self
+            .spans
+            .iter()
+            .find(|(start, _)| **start != FUTURE && **start + self.width > cutoff)?;
+        if start >= cutoff {
+            return None;
+        }
+        let part_width = self.part_width();
+        let first_part = cutoff.div_euclid(part_width) * part_width;
+        let to = match span.parts {
+            None => start + self.width,
+            Some(_) => first_part + part_width,
+        };
+        Some(Reread {
+            range: TimeRange { from: cutoff, to },
+            last_seq,
+            tracked,
+            part_width,
+            limits,
+            names: Names::default(),
+            parts: BTreeMap::new(),
+        })
+    }
+
+    /// Forgets every event before `cutoff`: drops the epochs wholly before
+    /// it and puts in the parts `reread` gathered, with the events the
+    /// engine applied since the plan (read through `since`).
     pub fn forget_before(
         &mut self,
         cutoff: i64,
-        last_seq: u64,
-        read: &mut ReadRange<'_>,
-        names: &mut Names,
+        reread: Option<Reread>,
+        since: &mut ReadSince<'_>,
         limits: SummaryLimits,
     ) {
         let width = self.width;
-        self.spans.retain(|start, _| start + width > cutoff);
-        let part_width = self.part_width();
-        let Some((&start, span)) = self.spans.iter_mut().next() else {
+        self.spans
+            .retain(|start, _| *start == FUTURE || start + width > cutoff);
+        let Some(mut reread) = reread else {
             return;
         };
-        if start >= cutoff {
+        let Some((_, span)) = self.spans.iter_mut().next().filter(|(s, _)| **s < cutoff) else {
             return;
-        }
-        let first_part = cutoff.div_euclid(part_width) * part_width;
-        // Read again: the whole rest of the epoch the first time the cutoff
-        // is in it, else just the part the cutoff is in.
-        let (reread, mut parts) = match span.parts.take() {
-            None => (
-                TimeRange {
-                    from: cutoff,
-                    to: start + width,
-                },
-                BTreeMap::new(),
-            ),
-            Some(mut parts) => {
-                parts.retain(|p, _| *p > first_part);
-                (
-                    TimeRange {
-                        from: cutoff,
-                        to: first_part + part_width,
-                    },
-                    parts,
-                )
-            }
         };
-        read(reread, &mut |first_seq, events| {
-            for (i, event) in events.iter().enumerate() {
-                let ts = event.timestamp.millis();
-                if first_seq + i as u64 > last_seq || !reread.contains(ts) {
-                    continue;
-                }
-                let part = ts.div_euclid(part_width) * part_width;
-                parts
-                    .entry(part)
-                    .or_default()
-                    .entry(event.kind.clone())
-                    .or_default()
-                    .add(event, names, limits);
-            }
+        since(reread.last_seq, &mut |first_seq, events| {
+            reread.take_later(first_seq, events)
         });
+        let mut parts = span.parts.take().unwrap_or_default();
+        parts.retain(|p, _| *p + reread.part_width > reread.range.to);
+        parts.append(&mut reread.parts);
         let mut summaries = Summaries::new();
         for part in parts.values() {
             for (kind, summary) in part {

@@ -334,7 +334,7 @@ fn retention_forgets_exactly_what_it_deletes_and_reads_little_again() {
         ..EngineConfig::default()
     };
     // 20,000 events over the retention, as a store would hold them (seq order).
-    let stored: Vec<Event> = (0..20_000i64)
+    let mut stored: Vec<Event> = (0..20_000i64)
         .map(|i| {
             let ts = NOW - RETENTION + i * (RETENTION / 20_000);
             let kind = ["sales", "users"][(i % 2) as usize];
@@ -360,20 +360,29 @@ fn retention_forgets_exactly_what_it_deletes_and_reads_little_again() {
                 ts < cutoff && ts >= cutoff - RETENTION / 50
             })
             .count() as u64;
-        engine.forget_before(
-            Timestamp::from_millis(cutoff).unwrap(),
-            deleted,
-            &mut |range, sink| {
-                // What the store still holds in that range.
-                for (i, e) in stored.iter().enumerate() {
-                    let ts = e.timestamp.millis();
-                    if ts >= cutoff && range.contains(ts) {
-                        reread += 1;
-                        sink(1 + i as u64, std::slice::from_ref(e));
-                    }
+        let at = Timestamp::from_millis(cutoff).unwrap();
+        let mut plan = engine.forget_plan(at);
+        if let Some(plan) = &mut plan {
+            // What the store still holds in that range.
+            for (i, e) in stored.iter().enumerate() {
+                let ts = e.timestamp.millis();
+                if ts >= cutoff && plan.range.contains(ts) {
+                    reread += 1;
+                    plan.take(1 + i as u64, std::slice::from_ref(e));
                 }
-            },
-        );
+            }
+        }
+        // A late event committed while the pass reads: applied by the
+        // engine, in the range read again, and counted once.
+        let late = ev("sales", cutoff + 10, json!({"amount": 5}));
+        stored.push(late.clone());
+        let late_seq = stored.len() as u64;
+        engine.apply_committed(late_seq, &[late], now());
+        engine.forget_before(at, deleted, plan, &mut |after, sink| {
+            for (i, e) in stored.iter().enumerate().skip(after as usize) {
+                sink(1 + i as u64, std::slice::from_ref(e));
+            }
+        });
         let kept: Vec<Event> = stored
             .iter()
             .filter(|e| e.timestamp.millis() >= cutoff)

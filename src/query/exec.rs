@@ -27,6 +27,12 @@ pub const MAX_GROUPS: usize = 100_000;
 pub const MAX_SKETCHED_GROUPS: usize = 10_000;
 /// Fields tracked per group when every measure is shown.
 const MAX_FIELDS: usize = 256;
+/// Statistics kept in all, over every group: a cheap one is a few dozen
+/// bytes, so this bounds a plain answer to some tens of MiB.
+pub const MAX_CELLS: usize = 1_000_000;
+/// Sketches kept in all (quantiles, distinct counts, top values): each is a
+/// few KiB at most.
+pub const MAX_SKETCHES: usize = 20_000;
 /// Values tracked per dimension for `top`.
 const TOP_TRACKED: usize = 100;
 /// Values listed per dimension for `top`.
@@ -43,6 +49,10 @@ pub enum ExecError {
         "the breakdown makes more than {0} groups; add a filter, break down by fewer or coarser fields, or ask fewer statistics"
     )]
     TooManyGroups(usize),
+    #[error(
+        "the answer would hold more than {0} statistics ({1}); add a filter, narrow the type, or break down by fewer fields"
+    )]
+    TooLarge(usize, &'static str),
 }
 
 /// One part of a group's key.
@@ -292,6 +302,9 @@ pub struct Executor<'q> {
     max_groups: usize,
     matched: u64,
     failed: Option<ExecError>,
+    /// Statistics kept, and how many of them are sketches.
+    cells: usize,
+    sketches: usize,
 }
 
 impl<'q> Executor<'q> {
@@ -308,11 +321,16 @@ impl<'q> Executor<'q> {
             groups: HashMap::default(),
             matched: 0,
             failed: None,
+            cells: 0,
+            sketches: 0,
         }
     }
 
     /// Takes events in any order; those the query is not about are skipped.
     pub fn add(&mut self, events: &[Event]) {
+        if self.failed.is_some() {
+            return;
+        }
         for event in events {
             if self.query.matches(event) {
                 self.add_matching(event);
@@ -335,6 +353,7 @@ impl<'q> Executor<'q> {
         acc.events += 1;
         let ts = event.timestamp.millis();
         acc.see(ts);
+        let before = (acc.measures.len(), acc.dimensions.len());
         for (name, value) in &event.values {
             if let Value::Measure(x) = value {
                 let quantiles = self.plan.quantiles(name);
@@ -347,6 +366,21 @@ impl<'q> Executor<'q> {
             if let Some(Value::Dimension(s)) = super::value(event, name) {
                 dim_acc(acc, name, &self.plan.asked).add(s);
             }
+        }
+        let new_measures = &acc.measures[before.0..];
+        self.cells += new_measures.len() + (acc.dimensions.len() - before.1);
+        self.sketches += new_measures
+            .iter()
+            .filter(|(_, m)| m.full.is_some())
+            .count()
+            + (acc.dimensions.len() - before.1);
+        if self.cells > MAX_CELLS {
+            self.failed = Some(ExecError::TooLarge(MAX_CELLS, "measures over all groups"));
+        } else if self.sketches > MAX_SKETCHES {
+            self.failed = Some(ExecError::TooLarge(
+                MAX_SKETCHES,
+                "quantile sketches and distinct counts",
+            ));
         }
     }
 
@@ -625,6 +659,24 @@ mod tests {
             ..QueryText::default()
         });
         assert_eq!(a.matched, 2);
+        let a = answer(QueryText {
+            filters: vec!["amount=100".into()],
+            ..QueryText::default()
+        });
+        assert_eq!(a.matched, 1, "= on a measure compares numbers");
+        let a = answer(QueryText {
+            filters: vec!["type=sales".into(), "amount!=100,50".into()],
+            ..QueryText::default()
+        });
+        assert_eq!(a.matched, 2, "!= with a list is none of them");
+        let a = answer(QueryText {
+            filters: vec!["device!=mobile,desktop".into()],
+            ..QueryText::default()
+        });
+        assert_eq!(
+            a.matched, 4,
+            "events without the dimension are none of them"
+        );
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub enum Op {
     IsNot(String),
     /// The text is one of these.
     OneOf(Vec<String>),
+    /// The text is none of these (or the event has no such dimension).
+    NoneOf(Vec<String>),
     /// The text contains this (case-sensitive).
     Contains(String),
     /// The measure compares so with this number.
@@ -187,13 +189,20 @@ impl Comparison {
 
 impl Filter {
     pub fn matches(&self, event: &Event) -> bool {
+        // `=` and `!=` on a measure compare numbers (`units=5` holds for 5.0).
+        let is = |v: &str| match &self.field {
+            Field::Value(name) => match value(event, name) {
+                Some(crate::event::Value::Dimension(s)) => **s == *v,
+                Some(crate::event::Value::Measure(x)) => v.trim().parse::<f64>() == Ok(*x),
+                None => false,
+            },
+            field => field.text(event) == Some(v),
+        };
         match &self.op {
-            Op::Is(v) => self.field.text(event) == Some(v.as_str()),
-            Op::IsNot(v) => self.field.text(event) != Some(v.as_str()),
-            Op::OneOf(vs) => self
-                .field
-                .text(event)
-                .is_some_and(|t| vs.iter().any(|v| v == t)),
+            Op::Is(v) => is(v),
+            Op::IsNot(v) => !is(v),
+            Op::OneOf(vs) => vs.iter().any(|v| is(v)),
+            Op::NoneOf(vs) => !vs.iter().any(|v| is(v)),
             Op::Contains(part) => self
                 .field
                 .text(event)

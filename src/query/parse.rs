@@ -211,7 +211,13 @@ pub fn parse_filter(text: &str) -> Result<Filter, String> {
                 _ => Op::OneOf(values),
             }
         }
-        "!=" => Op::IsNot(unescape(raw)),
+        "!=" => {
+            let values = split_values(raw);
+            match values.len() {
+                1 => Op::IsNot(values.into_iter().next().unwrap_or_default()),
+                _ => Op::NoneOf(values),
+            }
+        }
         "~" => {
             if raw.is_empty() {
                 return Err(format!(
@@ -228,29 +234,50 @@ pub fn parse_filter(text: &str) -> Result<Filter, String> {
     Ok(Filter { field, op })
 }
 
-/// `a,b\,c` -> [`a`, `b,c`].
+/// `a,b\,c` -> [`a`, `b,c`]: commas separate values; `\,` is a comma
+/// and `\\` a backslash inside one.
 fn split_values(raw: &str) -> Vec<String> {
     let mut values = vec![String::new()];
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
-        match c {
+        let push = match c {
             '\\' => match chars.next() {
-                Some(',') => values.last_mut().map_or((), |v| v.push(',')),
-                Some(other) => values.last_mut().map_or((), |v| {
-                    v.push('\\');
-                    v.push(other);
-                }),
-                None => values.last_mut().map_or((), |v| v.push('\\')),
+                Some(escaped @ (',' | '\\')) => escaped,
+                Some(other) => {
+                    if let Some(v) = values.last_mut() {
+                        v.push('\\');
+                    }
+                    other
+                }
+                None => '\\',
             },
-            ',' => values.push(String::new()),
-            c => values.last_mut().map_or((), |v| v.push(c)),
+            ',' => {
+                values.push(String::new());
+                continue;
+            }
+            c => c,
+        };
+        if let Some(v) = values.last_mut() {
+            v.push(push);
         }
     }
     values
 }
 
+/// One value, with the same escapes as in lists (a bare comma is its own).
 fn unescape(raw: &str) -> String {
-    raw.replace("\\,", ",")
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(escaped @ (',' | '\\'))) => {
+                out.push(escaped);
+                chars.next();
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    out
 }
 
 /// `region`, `type`, `time:hour`.
@@ -361,6 +388,13 @@ mod tests {
             Op::OneOf(vec!["Europe".into(), "Asia Pacific".into()])
         );
         assert_eq!(filter(r"note=a\,b").op, Op::Is("a,b".into()));
+        assert_eq!(filter(r"note=a\\").op, Op::Is("a\\".into()));
+        assert_eq!(filter(r"note!=a\,b").op, Op::IsNot("a,b".into()));
+        assert_eq!(
+            filter("device!=mobile,tablet").op,
+            Op::NoneOf(vec!["mobile".into(), "tablet".into()])
+        );
+        assert_eq!(filter(r"path~a,b\,c").op, Op::Contains("a,b,c".into()));
         assert_eq!(filter("device!=mobile").op, Op::IsNot("mobile".into()));
         assert_eq!(filter("path~/blog").op, Op::Contains("/blog".into()));
         assert_eq!(

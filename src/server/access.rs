@@ -182,6 +182,26 @@ pub fn check_origin(origin: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks one `--allowed-host` value: `*`, `*.example.com` or a host name
+/// (no port, no scheme). The error says what to pass.
+pub fn check_allowed_host(pattern: &str) -> Result<(), String> {
+    let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+    let valid = pattern == "*"
+        || (!name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !name.starts_with('.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "--allowed-host {pattern:?} is not a host name; give a name without port or scheme, \
+             such as rta.example.com, *.example.com or * (IP addresses and localhost always work)"
+        ))
+    }
+}
+
 /// A name given to `--allowed-host`: `*` (any), `*.example.com` (a domain
 /// and its subdomains) or an exact name.
 enum HostPattern {
@@ -438,6 +458,12 @@ mod tests {
 
     #[test]
     fn origins() {
+        assert!(check_allowed_host("rta.example.com").is_ok());
+        assert!(check_allowed_host("*.example.com").is_ok());
+        assert!(check_allowed_host("*").is_ok());
+        assert!(check_allowed_host("*.example.com:8080").is_err());
+        assert!(check_allowed_host("https://rta.example.com").is_err());
+        assert!(check_allowed_host("").is_err());
         assert!(check_origin("*").is_ok());
         assert!(check_origin("https://intranet.example.com").is_ok());
         assert!(check_origin("http://localhost:3000/").is_ok());

@@ -24,7 +24,14 @@ enum EventTags {
 
 pub struct EventsApi {
     pub state: Arc<AppState>,
+    /// Streamed exports running at once, at most [`MAX_EXPORTS`].
+    pub exports: Arc<tokio::sync::Semaphore>,
 }
+
+/// Streamed exports at once: each holds a blocking thread while it runs.
+pub const MAX_EXPORTS: usize = 8;
+/// A client that takes no chunk for this long is dropped.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Bytes gathered before a streamed chunk is sent.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -187,8 +194,21 @@ impl EventsApi {
                     ))),
                 }
             }
-            Format::Ndjson => EventsResponse::Ndjson(Binary(stream(format, scan))),
-            Format::Csv => EventsResponse::Csv(Binary(stream(format, scan))),
+            Format::Ndjson | Format::Csv => {
+                let Ok(permit) = self.exports.clone().try_acquire_owned() else {
+                    return EventsResponse::Unavailable(Json(ApiError::new(
+                        "unavailable",
+                        format!(
+                            "{MAX_EXPORTS} exports are running already; retry when one is done"
+                        ),
+                    )));
+                };
+                let body = stream(format, permit, scan);
+                match format {
+                    Format::Csv => EventsResponse::Csv(Binary(body)),
+                    _ => EventsResponse::Ndjson(Binary(body)),
+                }
+            }
         }
     }
 }
@@ -204,12 +224,22 @@ enum Format {
 /// threads; a client that stops reading stops the scan.
 fn stream(
     format: Format,
+    permit: tokio::sync::OwnedSemaphorePermit,
     scan: impl FnOnce(&mut dyn FnMut(u64, &Event) -> bool) -> Result<(), crate::store::StoreError>
     + Send
     + 'static,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(CHUNKS_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        // Waits for room at most STALLED: a client that stops reading ends
+        // its export instead of holding this thread.
+        let send = |chunk: std::io::Result<Vec<u8>>| {
+            runtime
+                .block_on(tokio::time::timeout(STALLED, tx.send(chunk)))
+                .is_ok_and(|sent| sent.is_ok())
+        };
         let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_BYTES + 1024);
         if format == Format::Csv {
             chunk.extend_from_slice(b"timestamp,source,type,values\n");
@@ -219,18 +249,18 @@ fn stream(
             write_event(&mut chunk, format, event);
             if chunk.len() >= CHUNK_BYTES {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
-                open = tx.blocking_send(Ok(full)).is_ok();
+                open = send(Ok(full));
             }
             open
         });
         if let Err(e) = result {
             // The status is sent already: end the body with an error, so the
             // client sees a broken stream rather than a short one.
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            send(Err(std::io::Error::other(e.to_string())));
             return;
         }
         if open && !chunk.is_empty() {
-            let _ = tx.blocking_send(Ok(chunk));
+            send(Ok(chunk));
         }
     });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -289,7 +319,7 @@ enum EventsResponse {
     /// The server runs with `--read-token` and the request lacks it.
     #[oai(status = 401)]
     Unauthorized(Json<ApiError>),
-    /// The store could not be read.
+    /// The store could not be read, or too many exports are running.
     #[oai(status = 503)]
     Unavailable(Json<ApiError>),
 }

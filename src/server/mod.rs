@@ -37,7 +37,7 @@ use crate::feed::{CommittedBatch, Feed, Subscriber};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
-pub use access::check_origin;
+pub use access::{check_allowed_host, check_origin};
 pub use api::MetricsParams;
 pub use live::LiveEngine;
 
@@ -243,6 +243,7 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
             },
             events::EventsApi {
                 state: state.clone(),
+                exports: Arc::new(tokio::sync::Semaphore::new(events::MAX_EXPORTS)),
             },
         ),
         "rta",
@@ -464,15 +465,20 @@ impl Maintenance {
     }
 
     /// Has the engine forget what retention deleted, reading again from the
-    /// store only the span the cutoff cuts. The engine is held meanwhile, so
-    /// no commit is applied twice (the engine reads only events it applied).
+    /// store only the span the cutoff cuts, without holding the engine; the
+    /// events it applied meanwhile are then read by sequence number.
     async fn forget_before(&self, cutoff: Timestamp, deleted: u64) -> anyhow::Result<()> {
         let (store, live) = (self.store.clone(), self.engine.clone());
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut reread = live.with(|engine| engine.forget_plan(cutoff));
+            if let Some(reread) = &mut reread {
+                let range = reread.range;
+                store.scan_range(range, None, &mut |first, events| reread.take(first, events))?;
+            }
             let mut failed = None;
             live.with(|engine| {
-                engine.forget_before(cutoff, deleted, &mut |range, sink| {
-                    if let Err(e) = store.scan_range(range, None, sink) {
+                engine.forget_before(cutoff, deleted, reread, &mut |after, sink| {
+                    if let Err(e) = store.scan(after, sink) {
                         failed = Some(e);
                     }
                 })

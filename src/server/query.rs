@@ -41,8 +41,9 @@ impl QueryApi {
     /// up to three dimensions and a time bucket) and statistics (`stats`).
     ///
     /// **Filters** (`where`): `dim=value`; `dim=a,b` (one of; `\,` for a
-    /// comma in a value); `dim!=value` (an event without the dimension counts
-    /// as not equal); `dim~text` (contains, case-sensitive); `measure>N`,
+    /// comma in a value, `\\` for a backslash); `dim!=value` or `dim!=a,b`
+    /// (none of; an event without the dimension counts as not equal); on a
+    /// measure, `=` and `!=` compare numbers; `dim~text` (contains, case-sensitive); `measure>N`,
     /// `>=`, `<`, `<=`. `type` and `source` are the event's own fields; a
     /// value named so is `values.type`. A field no matching type has ever had
     /// is an error that lists the fields there are.

@@ -34,6 +34,8 @@ const SEGMENT_EVENTS: usize = 4096;
 const DELETE_CHUNK: usize = 256;
 /// Segments read per query when scanning.
 const SCAN_CHUNK: usize = 64;
+/// Stored bytes an event scan copies out before handing events on.
+const SCAN_BYTES: usize = 4 << 20;
 
 /// `segments` holds every event: the events `first_seq..=last_seq`, whose
 /// timestamps lie within `min_ts..=max_ts`, of the types listed in `types`
@@ -472,26 +474,45 @@ impl Store for SqliteStore {
         let mut stmt = conn.prepare(sql).map_err(read)?;
         let wanted: Option<Vec<String>> =
             types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
+        let past_cursor = |s: u64| cursor.is_none_or(|c| if newest { s < c } else { s > c });
         loop {
-            let mut rows = stmt
-                .query(params![bound, range.to, range.from, SCAN_CHUNK as i64])
-                .map_err(read)?;
-            let mut rows_read = 0;
-            while let Some(row) = rows.next().map_err(read)? {
-                rows_read += 1;
-                let first_seq: i64 = row.get(0).map_err(read)?;
-                bound = first_seq;
-                if let Some(wanted) = &wanted {
-                    let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
-                    if !wanted.iter().any(|t| held.contains(t.as_str())) {
-                        continue;
+            // Rows are copied out, up to a byte budget, and the statement
+            // reset before any event is handed on: a sink that waits (a slow
+            // client) holds no read transaction, so the log can be
+            // checkpointed meanwhile.
+            let mut taken: Vec<(i64, Vec<u8>)> = Vec::new();
+            let mut bytes = 0;
+            let mut exhausted = true;
+            {
+                let mut rows = stmt
+                    .query(params![bound, range.to, range.from, SCAN_CHUNK as i64])
+                    .map_err(read)?;
+                let mut rows_read = 0;
+                while let Some(row) = rows.next().map_err(read)? {
+                    rows_read += 1;
+                    let first_seq: i64 = row.get(0).map_err(read)?;
+                    bound = first_seq;
+                    if let Some(wanted) = &wanted {
+                        let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
+                        if !wanted.iter().any(|t| held.contains(t.as_str())) {
+                            continue;
+                        }
+                    }
+                    let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
+                    bytes += data.len();
+                    taken.push((first_seq, data.to_vec()));
+                    if bytes >= SCAN_BYTES {
+                        exhausted = false;
+                        break;
                     }
                 }
-                let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-                let events = decode_row(first_seq, data);
+                if rows_read == SCAN_CHUNK {
+                    exhausted = false;
+                }
+            }
+            for (first_seq, data) in taken {
+                let events = decode_row(first_seq, &data);
                 let seq = |i: usize| first_seq as u64 + i as u64;
-                let past_cursor =
-                    |s: u64| cursor.is_none_or(|c| if newest { s < c } else { s > c });
                 let keep_going = if newest {
                     events
                         .iter()
@@ -510,7 +531,7 @@ impl Store for SqliteStore {
                     return Ok(());
                 }
             }
-            if rows_read < SCAN_CHUNK {
+            if exhausted {
                 return Ok(());
             }
         }

@@ -212,6 +212,11 @@ async fn empty_tokens_origins_without_scheme_and_zero_retention_are_refused_at_s
             "no path",
         ),
         (&["--retention", "0s"][..], &[][..], "at least one second"),
+        (
+            &["--allowed-host", "rta.example.com:8080"][..],
+            &[][..],
+            "without port",
+        ),
     ] {
         let out = start(args, env);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -14,6 +14,9 @@ use crate::client::{Client, ClientError};
 
 use super::encode;
 
+/// The longest line taken from the stream (an event is far smaller).
+const MAX_LINE: usize = 16 << 20;
+
 /// Events shown in a table or a JSON array when no --limit is given.
 const SHOWN_BY_DEFAULT: u64 = 1000;
 
@@ -54,6 +57,9 @@ pub async fn print(client: &Client, args: &QueryArgs, terminal: bool) -> anyhow:
         })?;
         let Some(chunk) = chunk else { break };
         pending.extend_from_slice(&chunk);
+        if pending.len() > MAX_LINE && !pending.contains(&b'\n') {
+            anyhow::bail!("{url} sent a line of over {MAX_LINE} bytes; that is no event");
+        }
         let complete = pending
             .iter()
             .rposition(|b| *b == b'\n')
