@@ -5,19 +5,15 @@
 //!
 //! Exact: counts, sums, min, max, mean, last. Approximate: quantiles (exact
 //! over up to 64 values per group, else within 1% relative, always inside
-//! [min, max]: see [`MeasureStats`]) and distinct counts (HyperLogLog++,
+//! [min, max]: see [`crate::engine::stats::MeasureStats`]) and distinct counts (HyperLogLog++,
 //! exact while small, then about 1.6% standard error: within 5% with 99.7%
 //! confidence). Top values per dimension are Space-Saving counts.
 
-use std::sync::Arc;
-
-use cardinality_estimator::CardinalityEstimator;
 use smallvec::SmallVec;
 
+use super::acc::{Acc, dim_acc, measure_acc, stat_value};
 use super::{Breakdown, Field, Query, Stat, StatRequest};
 use crate::engine::HashMap;
-use crate::engine::stats::{Basic, MeasureStats};
-use crate::engine::topk::TopK;
 use crate::event::{Event, Text, Value};
 
 /// Groups a query may make while none needs a sketch; beyond, it is refused.
@@ -25,22 +21,12 @@ pub const MAX_GROUPS: usize = 100_000;
 /// Groups at most when sketches (quantiles, distinct counts, top values) are
 /// asked for: each can take a few KiB.
 pub const MAX_SKETCHED_GROUPS: usize = 10_000;
-/// Fields tracked per group when every measure is shown.
-const MAX_FIELDS: usize = 256;
 /// Statistics kept in all, over every group: a cheap one is a few dozen
 /// bytes, so this bounds a plain answer to some tens of MiB.
 pub const MAX_CELLS: usize = 1_000_000;
 /// Sketches kept in all (quantiles, distinct counts, top values): each is a
 /// few KiB at most.
 pub const MAX_SKETCHES: usize = 20_000;
-/// Values tracked per dimension for `top`.
-const TOP_TRACKED: usize = 100;
-/// Values listed per dimension for `top`.
-pub const TOP_LISTED: usize = 10;
-
-/// Distinct values of a dimension: HyperLogLog++ with 4,096 registers
-/// (about 3 KiB at most), hashing with a fixed seed so answers repeat.
-type Distinct = CardinalityEstimator<str>;
 
 /// Why a query could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,143 +103,6 @@ impl Plan {
 
     fn quantiles(&self, measure: &str) -> bool {
         self.default_quantiles || self.quantiles_of.iter().any(|n| **n == *measure)
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-struct MeasureAcc {
-    basic: Basic,
-    last: Option<(i64, f64)>,
-    full: Option<MeasureStats>,
-}
-
-impl MeasureAcc {
-    fn add(&mut self, x: f64, ts: i64) {
-        self.basic.add(x);
-        if self.last.is_none_or(|(at, _)| ts >= at) {
-            self.last = Some((ts, x));
-        }
-        if let Some(full) = &mut self.full {
-            full.add(x, ts);
-        }
-    }
-
-    fn merge(&mut self, other: &MeasureAcc) {
-        self.basic.merge(&other.basic);
-        if let Some((ts, x)) = other.last
-            && self.last.is_none_or(|(at, _)| ts >= at)
-        {
-            self.last = Some((ts, x));
-        }
-        match (&mut self.full, &other.full) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (None, Some(theirs)) => self.full = Some(theirs.clone()),
-            _ => {}
-        }
-    }
-
-    fn value(&self, stat: Stat) -> Option<f64> {
-        let b = &self.basic;
-        if b.count == 0 {
-            return None;
-        }
-        match stat {
-            Stat::Count => Some(b.count as f64),
-            Stat::Sum => Some(b.sum),
-            Stat::Min => Some(b.min),
-            Stat::Max => Some(b.max),
-            Stat::Mean => b.mean(),
-            Stat::Last => self.last.map(|(_, x)| x),
-            other => {
-                let q = other.quantile()?;
-                self.full
-                    .as_ref()?
-                    .quantile(q)
-                    .map(|x| x.clamp(b.min, b.max))
-            }
-        }
-    }
-}
-
-#[derive(Clone, Default)]
-struct DimAcc {
-    distinct: Option<Distinct>,
-    top: Option<TopK<()>>,
-}
-
-impl DimAcc {
-    fn add(&mut self, value: &str) {
-        if let Some(d) = &mut self.distinct {
-            d.insert(value);
-        }
-        if let Some(t) = &mut self.top {
-            t.observe(value);
-        }
-    }
-
-    fn merge(&mut self, other: &DimAcc) {
-        match (&mut self.distinct, &other.distinct) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (None, Some(theirs)) => self.distinct = Some(theirs.clone()),
-            _ => {}
-        }
-        match (&mut self.top, &other.top) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs, |_, _| {}),
-            (None, Some(theirs)) => self.top = Some(theirs.clone()),
-            _ => {}
-        }
-    }
-}
-
-#[derive(Clone, Default)]
-struct Acc {
-    events: u64,
-    /// The earliest and latest event times.
-    span: Option<(i64, i64)>,
-    measures: Vec<(Text, MeasureAcc)>,
-    dimensions: Vec<(Text, DimAcc)>,
-}
-
-impl Acc {
-    fn merge(&mut self, other: &Acc) {
-        self.events += other.events;
-        if let Some((first, last)) = other.span {
-            self.see(first);
-            self.see(last);
-        }
-        for (name, m) in &other.measures {
-            match self.measures.iter_mut().find(|(n, _)| n == name) {
-                Some((_, mine)) => mine.merge(m),
-                None => self.measures.push((name.clone(), m.clone())),
-            }
-        }
-        for (name, d) in &other.dimensions {
-            match self.dimensions.iter_mut().find(|(n, _)| n == name) {
-                Some((_, mine)) => mine.merge(d),
-                None => self.dimensions.push((name.clone(), d.clone())),
-            }
-        }
-    }
-
-    fn see(&mut self, ts: i64) {
-        self.span = Some(match self.span {
-            None => (ts, ts),
-            Some((first, last)) => (first.min(ts), last.max(ts)),
-        });
-    }
-
-    fn measure(&self, name: &str) -> Option<&MeasureAcc> {
-        self.measures
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, m)| m)
-    }
-
-    fn dimension(&self, name: &str) -> Option<&DimAcc> {
-        self.dimensions
-            .iter()
-            .find(|(n, _)| &**n == name)
-            .map(|(_, d)| d)
     }
 }
 
@@ -523,61 +372,6 @@ impl Ord for SortValue {
             (SortValue::Number(_), SortValue::Key(_)) => std::cmp::Ordering::Less,
             (SortValue::Key(_), SortValue::Number(_)) => std::cmp::Ordering::Greater,
         }
-    }
-}
-
-fn measure_acc<'a>(acc: &'a mut Acc, name: &Text, quantiles: bool) -> Option<&'a mut MeasureAcc> {
-    if let Some(at) = acc.measures.iter().position(|(n, _)| n == name) {
-        return Some(&mut acc.measures[at].1);
-    }
-    if acc.measures.len() >= MAX_FIELDS {
-        return None;
-    }
-    acc.measures.push((
-        name.clone(),
-        MeasureAcc {
-            full: quantiles.then(MeasureStats::default),
-            ..MeasureAcc::default()
-        },
-    ));
-    acc.measures.last_mut().map(|(_, m)| m)
-}
-
-fn dim_acc<'a>(acc: &'a mut Acc, name: &str, stats: &[StatRequest]) -> &'a mut DimAcc {
-    if let Some(at) = acc.dimensions.iter().position(|(n, _)| &**n == name) {
-        return &mut acc.dimensions[at].1;
-    }
-    let wants = |stat: Stat| stats.iter().any(|s| s.field == name && s.stat == stat);
-    acc.dimensions.push((
-        Arc::from(name),
-        DimAcc {
-            distinct: wants(Stat::Distinct).then(Distinct::new),
-            top: wants(Stat::Top).then(|| TopK::new(TOP_TRACKED)),
-        },
-    ));
-    let last = acc.dimensions.len() - 1;
-    &mut acc.dimensions[last].1
-}
-
-fn stat_value(acc: &Acc, request: &StatRequest) -> StatValue {
-    match request.stat {
-        Stat::Distinct => StatValue::Count(
-            acc.dimension(&request.field)
-                .and_then(|d| d.distinct.as_ref())
-                .map_or(0, |d| d.estimate() as u64),
-        ),
-        Stat::Top => StatValue::Top(
-            acc.dimension(&request.field)
-                .and_then(|d| d.top.as_ref())
-                .map(|t| {
-                    t.top(TOP_LISTED)
-                        .into_iter()
-                        .map(|(v, e)| (v.to_string(), e.count))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        ),
-        stat => StatValue::Number(acc.measure(&request.field).and_then(|m| m.value(stat))),
     }
 }
 

@@ -9,6 +9,7 @@
 //!
 //! Pure: no I/O, no clock (callers resolve times against `now`).
 
+mod acc;
 pub mod exec;
 pub mod parse;
 

@@ -8,6 +8,8 @@
 //! consecutive events, encoded by the request's own task before it queues, so
 //! the writer inserts one row per transaction rather than one per event.
 
+mod scan;
+
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -399,40 +401,7 @@ impl Store for SqliteStore {
         types: Option<&[EventType]>,
         sink: &mut dyn FnMut(u64, &[Event]),
     ) -> Result<(), StoreError> {
-        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
-        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-        // `min_ts < to` is what the index answers; old ranges touch few rows.
-        let mut stmt = conn
-            .prepare(
-                "SELECT first_seq, types, data FROM segments
-                 WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
-                 ORDER BY first_seq LIMIT ?4",
-            )
-            .map_err(read)?;
-        let wanted: Option<Vec<String>> =
-            types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
-        let mut after: i64 = 0;
-        loop {
-            let mut rows = stmt
-                .query(params![after, range.to, range.from, SCAN_CHUNK as i64])
-                .map_err(read)?;
-            let mut rows_read = 0;
-            while let Some(row) = rows.next().map_err(read)? {
-                rows_read += 1;
-                after = row.get(0).map_err(read)?;
-                if let Some(wanted) = &wanted {
-                    let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
-                    if !wanted.iter().any(|t| held.contains(t.as_str())) {
-                        continue;
-                    }
-                }
-                let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-                sink(after as u64, &decode_row(after, data));
-            }
-            if rows_read < SCAN_CHUNK {
-                return Ok(());
-            }
-        }
+        scan::scan_range(&self.path, range, types, sink)
     }
 
     fn scan_events(
@@ -443,98 +412,7 @@ impl Store for SqliteStore {
         cursor: Option<u64>,
         sink: &mut dyn FnMut(u64, &Event) -> bool,
     ) -> Result<(), StoreError> {
-        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
-        let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-        let newest = order == ScanOrder::NewestFirst;
-        // Segments are taken by first_seq, a chunk at a time; the bound moves
-        // past each one read. Oldest first starts at the segment holding the
-        // event after the cursor.
-        let mut bound: i64 = match (cursor, newest) {
-            (Some(c), true) => i64::try_from(c).unwrap_or(i64::MAX),
-            (None, true) => i64::MAX,
-            (Some(c), false) => conn
-                .query_row(
-                    "SELECT coalesce((SELECT first_seq FROM segments WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1), 0)",
-                    params![i64::try_from(c).unwrap_or(i64::MAX).saturating_add(1)],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(read)?
-                - 1,
-            (None, false) => 0,
-        };
-        let sql = if newest {
-            "SELECT first_seq, types, data FROM segments
-             WHERE first_seq < ?1 AND min_ts < ?2 AND max_ts >= ?3
-             ORDER BY first_seq DESC LIMIT ?4"
-        } else {
-            "SELECT first_seq, types, data FROM segments
-             WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
-             ORDER BY first_seq LIMIT ?4"
-        };
-        let mut stmt = conn.prepare(sql).map_err(read)?;
-        let wanted: Option<Vec<String>> =
-            types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
-        let past_cursor = |s: u64| cursor.is_none_or(|c| if newest { s < c } else { s > c });
-        loop {
-            // Rows are copied out, up to a byte budget, and the statement
-            // reset before any event is handed on: a sink that waits (a slow
-            // client) holds no read transaction, so the log can be
-            // checkpointed meanwhile.
-            let mut taken: Vec<(i64, Vec<u8>)> = Vec::new();
-            let mut bytes = 0;
-            let mut exhausted = true;
-            {
-                let mut rows = stmt
-                    .query(params![bound, range.to, range.from, SCAN_CHUNK as i64])
-                    .map_err(read)?;
-                let mut rows_read = 0;
-                while let Some(row) = rows.next().map_err(read)? {
-                    rows_read += 1;
-                    let first_seq: i64 = row.get(0).map_err(read)?;
-                    bound = first_seq;
-                    if let Some(wanted) = &wanted {
-                        let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
-                        if !wanted.iter().any(|t| held.contains(t.as_str())) {
-                            continue;
-                        }
-                    }
-                    let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-                    bytes += data.len();
-                    taken.push((first_seq, data.to_vec()));
-                    if bytes >= SCAN_BYTES {
-                        exhausted = false;
-                        break;
-                    }
-                }
-                if rows_read == SCAN_CHUNK {
-                    exhausted = false;
-                }
-            }
-            for (first_seq, data) in taken {
-                let events = decode_row(first_seq, &data);
-                let seq = |i: usize| first_seq as u64 + i as u64;
-                let keep_going = if newest {
-                    events
-                        .iter()
-                        .enumerate()
-                        .rev()
-                        .filter(|(i, _)| past_cursor(seq(*i)))
-                        .all(|(i, e)| sink(seq(i), e))
-                } else {
-                    events
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| past_cursor(seq(*i)))
-                        .all(|(i, e)| sink(seq(i), e))
-                };
-                if !keep_going {
-                    return Ok(());
-                }
-            }
-            if exhausted {
-                return Ok(());
-            }
-        }
+        scan::scan_events(&self.path, range, types, order, cursor, sink)
     }
 
     fn mark(&self) -> Result<StoreMark, StoreError> {
