@@ -83,10 +83,12 @@ impl Api {
 
     /// Read the metrics
     ///
-    /// All-time aggregates by default; with `window`, aggregates over that
-    /// much recent time (by event timestamp). `totalEvents`, `eventsByType`,
-    /// `recentValues` and `timeSeriesData` keep the fields of the original
-    /// service; `types` holds the rest.
+    /// The live aggregates: all time by default; with `window`, over that
+    /// much recent time (by event timestamp). `totalEvents` counts every
+    /// stored event; `eventsByType`, `recentValues` and `timeSeriesData` give
+    /// the headline numbers per type, `types` the full statistics. For any
+    /// time range, filters and breakdowns over everything stored, use
+    /// `POST /api/query`.
     #[oai(path = "/api/metrics", method = "get", tag = "ApiTags::Metrics")]
     // One argument per documented query parameter.
     #[allow(clippy::too_many_arguments)]

@@ -58,7 +58,10 @@ pub enum EventsIn {
 pub struct IngestReport {
     /// Events stored durably by this request.
     pub accepted: u64,
-    /// Sequence number of the first accepted event; the others follow in order.
+    /// Sequence number of the first accepted event; the others follow in
+    /// order. Absent when nothing was accepted.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_seq: Option<u64>,
     /// Every event that was not stored, and why.
     pub rejected: Vec<RejectedEvent>,
@@ -218,17 +221,21 @@ pub struct Metrics {
     pub time_series_data: TimeSeries,
     /// When these metrics were computed (RFC 3339).
     pub generated_at: String,
-    /// The window in seconds, when one was asked for.
+    /// The window in seconds; absent without `window`.
+    #[oai(skip_serializing_if_is_none)]
     pub window_seconds: Option<f64>,
-    /// Events within the window (of the selected type), when one was asked for.
+    /// Events within the window (of the selected type); absent without `window`.
+    #[oai(skip_serializing_if_is_none)]
     pub window_events: Option<u64>,
     /// Events of types beyond the engine's limit on distinct types (stored, not aggregated).
     pub untracked_events: u64,
     /// Per type: counts, rate, measures and top dimension values (over the window if any).
     pub types: Vec<TypeMetrics>,
-    /// With `by`: the selected type grouped by that dimension.
+    /// With `by`: the selected type grouped by that dimension; absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
     pub groups: Option<Groups>,
-    /// With `field`: a detailed series of that measure of the selected type.
+    /// With `field`: a detailed series of that measure of the selected type; absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
     pub series: Option<FieldSeries>,
 }
 

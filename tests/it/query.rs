@@ -516,3 +516,21 @@ async fn the_events_behind_a_query_page_stream_and_round_trip() {
     let (status, _) = server.get("/api/events?order=sideways").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn answers_leave_out_what_does_not_apply_rather_than_send_null() {
+    let server = TestServer::start().await;
+    let (status, report) = server.ingest(&json!({"type": "bad type"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(report.get("firstSeq").is_none(), "{report}");
+    let (status, report) = server.ingest(&json!({"type": "ok"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["firstSeq"], 1);
+    let metrics = server.metrics("").await;
+    for key in ["windowSeconds", "windowEvents", "groups", "series"] {
+        assert!(metrics.get(key).is_none(), "{key} in {metrics}");
+    }
+    let metrics = server.metrics("?window=1h").await;
+    assert_eq!(metrics["windowSeconds"], 3600.0);
+    assert_eq!(metrics["windowEvents"], 1);
+}
