@@ -3,24 +3,14 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { Server, sales } from './server.mjs';
-
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const SHOTS = resolve(import.meta.dirname, '../../target/screenshots');
-mkdirSync(SHOTS, { recursive: true });
+import { launchChromium, Server, SHOTS, sales } from './server.mjs';
 
 let browser;
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium(chromium);
 });
 after(async () => {
   await browser?.close();

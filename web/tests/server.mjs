@@ -1,12 +1,28 @@
 // Starts a real `rta serve` on port 0 (or a given port) with a temporary
-// data directory, and talks to it.
+// data directory, and talks to it; launches the browser the tests drive.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const BIN = process.env.RTA_BIN || resolve(import.meta.dirname, '../../target/debug/rta');
+
+/** Where browser tests leave their screenshots. */
+export const SHOTS = resolve(import.meta.dirname, '../../target/screenshots');
+mkdirSync(SHOTS, { recursive: true });
+
+/**
+ * Debian's Chromium, headless, with nothing that reaches beyond this machine.
+ * @param {import('playwright-core').BrowserType} chromium
+ */
+export function launchChromium(chromium) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+}
 
 export class Server {
   static async start({ dir = mkdtempSync(join(tmpdir(), 'rta-web-')), addr = '127.0.0.1:0', args = [] } = {}) {
