@@ -9,6 +9,7 @@
 //!
 //! Pure: no I/O, no clock (callers pass `now`), no locking.
 
+pub mod overview;
 pub mod retention;
 mod ring;
 pub mod stats;

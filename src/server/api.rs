@@ -1,10 +1,11 @@
-//! The HTTP API, documented with poem-openapi: ingest, metrics, events, health.
+//! The HTTP API's ingest and health routes (poem-openapi); the other areas
+//! have their own files (`metrics.rs`, `query.rs`, `events.rs`).
 
 use std::io::Read;
 use std::sync::Arc;
 
 use poem::{Body, Request, RequestBody};
-use poem_openapi::param::{Header, Query};
+use poem_openapi::param::Header;
 use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
@@ -15,18 +16,14 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
 use super::AppState;
-use super::access::TokenIn;
-use super::models::{ApiError, EventsIn, IngestReport, Metrics, SerdeJson};
-use crate::engine;
-use crate::event::{self, BodyError, BodyFormat, EventType, Timestamp};
+use super::models::{ApiError, EventsIn, IngestReport, SerdeJson};
+use crate::event::{self, BodyError, BodyFormat, Timestamp};
 use crate::store::{Appended, IdempotencyKey, StoreError};
 
 #[derive(Tags)]
 enum ApiTags {
     /// Sending events
     Ingest,
-    /// Reading aggregates and events
-    Metrics,
     /// Operations
     Health,
 }
@@ -79,58 +76,6 @@ impl Api {
     ) -> IngestResponse {
         let _ = key;
         self.handle_ingest(req, body).await
-    }
-
-    /// Read the metrics
-    ///
-    /// The live aggregates: all time by default; with `window`, over that
-    /// much recent time (by event timestamp). `totalEvents` counts every
-    /// stored event; `eventsByType`, `recentValues` and `timeSeriesData` give
-    /// the headline numbers per type, `types` the full statistics. For any
-    /// time range, filters and breakdowns over everything stored, use
-    /// `POST /api/query`.
-    #[oai(path = "/api/metrics", method = "get", tag = "ApiTags::Metrics")]
-    // One argument per documented query parameter.
-    #[allow(clippy::too_many_arguments)]
-    async fn metrics(
-        &self,
-        req: &Request,
-        /// Only this event type.
-        #[oai(name = "type")]
-        kind: Query<Option<String>>,
-        /// Aggregate over the last `5m`, `1h`, `24h`... (at most 24h).
-        window: Query<Option<String>>,
-        /// Group the selected `type` by this dimension.
-        by: Query<Option<String>>,
-        /// Add a detailed series of this measure of the selected `type`.
-        field: Query<Option<String>>,
-        /// Width of each series point, such as `10s` or `1m` (default: about 180 points).
-        step: Query<Option<String>>,
-        /// How many top values per dimension and groups to list (1-100, default 10).
-        top: Query<Option<u32>>,
-    ) -> MetricsResponse {
-        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
-            return MetricsResponse::Unauthorized(Json(ApiError::new(
-                "unauthorized",
-                denied.message("reading metrics"),
-            )));
-        }
-        let params = MetricsParams {
-            kind: kind.0,
-            window: window.0,
-            by: by.0,
-            field: field.0,
-            step: step.0,
-            top: top.0,
-        };
-        match params.to_query() {
-            Ok(query) => {
-                MetricsResponse::Ok(Json(Box::new(self.state.engine.query(&query).into())))
-            }
-            Err(message) => {
-                MetricsResponse::BadRequest(Json(ApiError::new("bad_request", message)))
-            }
-        }
     }
 
     /// The dashboard
@@ -401,18 +346,6 @@ enum DashboardResponse {
     ),
 }
 
-#[derive(ApiResponse)]
-enum MetricsResponse {
-    #[oai(status = 200)]
-    Ok(Json<Box<Metrics>>),
-    /// A parameter is invalid.
-    #[oai(status = 400)]
-    BadRequest(Json<ApiError>),
-    /// The server runs with `--read-token` and the request lacks it.
-    #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
-}
-
 /// The raw body of an ingest request, with what is needed to decode it.
 /// Reading is left to the handler so every failure gets the API's error format.
 pub struct IngestBody {
@@ -510,75 +443,4 @@ impl<'a> ApiExtractor<'a> for IngestBody {
             body: body.take().unwrap_or_default(),
         })
     }
-}
-
-/// The metrics parameters as sent, shared by the HTTP API and the WebSocket.
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-pub struct MetricsParams {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub window: Option<String>,
-    pub by: Option<String>,
-    pub field: Option<String>,
-    pub step: Option<String>,
-    pub top: Option<u32>,
-}
-
-impl MetricsParams {
-    /// Checks every parameter; the error says which one is wrong and why.
-    pub fn to_query(&self) -> Result<engine::Query, String> {
-        let kind = self
-            .kind
-            .as_deref()
-            .filter(|k| !k.is_empty())
-            .map(parse_type)
-            .transpose()?;
-        let window_ms = self
-            .window
-            .as_deref()
-            .filter(|w| !w.is_empty())
-            .map(|w| parse_duration_ms("window", w))
-            .transpose()?;
-        if window_ms.is_some_and(|w| w > engine::MAX_WINDOW_MS) {
-            return Err("window must be at most 24h".into());
-        }
-        let step_ms = self
-            .step
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| parse_duration_ms("step", s))
-            .transpose()?;
-        let by = self.by.clone().filter(|b| !b.is_empty());
-        let field = self.field.clone().filter(|f| !f.is_empty());
-        if kind.is_none() && (by.is_some() || field.is_some()) {
-            return Err(
-                "`by` and `field` need `type` too (for example type=sales&by=region)".into(),
-            );
-        }
-        let top = self.top.unwrap_or(10);
-        if !(1..=100).contains(&top) {
-            return Err(format!("top={top} is out of range; use 1 to 100"));
-        }
-        Ok(engine::Query {
-            kind,
-            window_ms,
-            by,
-            field,
-            step_ms,
-            top: top as usize,
-        })
-    }
-}
-
-fn parse_type(s: &str) -> Result<EventType, String> {
-    EventType::parse(s, &event::Limits::default()).map_err(|reason| format!("type {reason}"))
-}
-
-fn parse_duration_ms(name: &str, s: &str) -> Result<i64, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("{name}={s:?} is not a duration ({e}); use e.g. 30s, 5m, 1h"))?;
-    if d.as_millis() < 1000 {
-        return Err(format!("{name}={s:?} is shorter than one second"));
-    }
-    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -11,6 +11,7 @@ mod docs;
 mod events;
 mod guard;
 mod live;
+mod metrics;
 mod models;
 mod query;
 mod snapshot;
@@ -25,8 +26,8 @@ use anyhow::Context;
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::listener::{Acceptor, TcpAcceptor};
 use poem::middleware::{Cors, SetHeader};
+use poem::web::Data;
 use poem::web::websocket::WebSocket;
-use poem::web::{Data, Query};
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler};
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
@@ -38,8 +39,8 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 pub use access::{check_allowed_host, check_origin};
-pub use api::MetricsParams;
 pub use live::LiveEngine;
+pub use metrics::MetricsParams;
 
 /// Everything `rta serve` can be told.
 #[derive(Debug, Clone)]
@@ -131,7 +132,22 @@ pub async fn run(
         format!("{} events read", loaded.replayed)
     };
     let engine = LiveEngine::start(loaded.engine).context("cannot start the engine's thread")?;
-    let hub = Arc::new(ws::Hub::new(engine.clone(), config.push_interval));
+    let acceptor =
+        guard::GuardedAcceptor::new(acceptor, config.max_connections, config.request_timeout);
+    let idle_timeout = config.idle_timeout;
+    let push_interval = config.push_interval;
+    let maintenance = Maintenance {
+        store: store.clone(),
+        engine: engine.clone(),
+        config: config.clone(),
+    };
+    let state = Arc::new(AppState {
+        access: access::Access::new(&config),
+        config,
+        store: store.clone(),
+        engine: engine.clone(),
+    });
+    let hub = Arc::new(ws::Hub::new(state.clone(), push_interval));
     for event in store.recent(50, None).await?.into_iter().rev() {
         hub.on_commit(&Arc::new(CommittedBatch {
             first_seq: event.seq,
@@ -148,18 +164,18 @@ pub async fn run(
         .context("the listener has no address")?;
     tracing::info!(
         "listening on http://{local}, storing in {} ({total} events ready in {} ms: {})",
-        config.data_dir.display(),
+        state.config.data_dir.display(),
         started.elapsed().as_millis(),
         how
     );
     tracing::info!(
         "ingest {}; reading metrics, events and the WebSocket {}",
-        if config.token.is_some() {
+        if state.config.token.is_some() {
             "needs the --token"
         } else {
             "is open to anyone who can connect (no --token)"
         },
-        if config.read_token.is_some() {
+        if state.config.read_token.is_some() {
             "needs the --read-token or the --token"
         } else {
             "is open to anyone who can connect (no --read-token)"
@@ -174,22 +190,7 @@ pub async fn run(
         }
     };
     let hub_task = tokio::spawn(hub.clone().run(stopped()));
-    let maintenance = Maintenance {
-        store: store.clone(),
-        engine: engine.clone(),
-        config: config.clone(),
-    };
     let maintenance_task = tokio::spawn(maintenance.clone().run(stopped()));
-
-    let acceptor =
-        guard::GuardedAcceptor::new(acceptor, config.max_connections, config.request_timeout);
-    let idle_timeout = config.idle_timeout;
-    let state = Arc::new(AppState {
-        access: access::Access::new(&config),
-        config,
-        store: store.clone(),
-        engine,
-    });
     let app = routes(state, hub);
     let server = Server::new_with_acceptor(acceptor)
         .idle_timeout(idle_timeout)
@@ -236,6 +237,9 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
     let api = OpenApiService::new(
         (
             api::Api {
+                state: state.clone(),
+            },
+            metrics::MetricsApi {
                 state: state.clone(),
             },
             query::QueryApi {
@@ -337,7 +341,6 @@ pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> R
 fn ws_handler(
     req: &poem::Request,
     ws: WebSocket,
-    Query(params): Query<MetricsParams>,
     Data(hub): Data<&Arc<ws::Hub>>,
     Data(state): Data<&Arc<AppState>>,
 ) -> Response {
@@ -358,13 +361,24 @@ fn ws_handler(
             ),
         );
     }
-    let query = match params.to_query() {
-        Ok(q) => q,
+    let view = MetricsParams::from_query_string(req.uri().query().unwrap_or_default())
+        .and_then(|params| Ok((params.to_view(state)?, params)));
+    let (view, params) = match view {
+        Ok(v) => v,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_request", &message),
     };
-    let key = format!("{params:?}");
+    let updates = match hub.subscribe(format!("{params:?}"), view.clone()) {
+        Ok(updates) => updates,
+        Err(e) => {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                &e.to_string(),
+            );
+        }
+    };
     let hub = hub.clone();
-    ws.on_upgrade(move |socket| hub.serve(socket, key, query))
+    ws.on_upgrade(move |socket| hub.serve(socket, view, updates))
         .into_response()
 }
 

@@ -40,6 +40,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/js/live.js"),
     ),
     (
+        "js/view.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/view.js"),
+    ),
+    (
         "js/docs.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/js/docs.js"),
@@ -82,5 +87,33 @@ pub fn asset(Path(path): Path<String>) -> Response {
             .status(StatusCode::NOT_FOUND)
             .content_type("application/json")
             .body(r#"{"error":"not_found","message":"no such asset"}"#),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ASSETS;
+
+    #[test]
+    fn every_script_and_style_of_the_dashboard_is_served() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/web");
+        for sub in ["js", ""] {
+            let entries = std::fs::read_dir(format!("{dir}/{sub}")).expect("web/ is readable");
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !(name.ends_with(".js") || name.ends_with(".css")) {
+                    continue;
+                }
+                let path = if sub.is_empty() {
+                    name
+                } else {
+                    format!("{sub}/{name}")
+                };
+                assert!(
+                    ASSETS.iter().any(|(p, _, _)| *p == path),
+                    "web/{path} is not in ASSETS: the page would get a 404"
+                );
+            }
+        }
     }
 }

@@ -6,6 +6,12 @@
 //! `watch` channel: a client always gets the latest message and never a
 //! queue, so a slow client skips updates instead of slowing ingest or
 //! growing memory, and a stuck one is dropped.
+//!
+//! A view the engine cannot answer (a range, filters) is recomputed from
+//! the store, off the async threads, one at a time, only when events
+//! arrived (or its window slid), and no sooner after the last than ten
+//! times what that one cost: stored views take at most about a tenth of a
+//! core each, and at most [`MAX_STORED_VIEWS`] distinct ones are watched.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,12 +23,12 @@ use poem_openapi::types::ToJSON;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
-use super::LiveEngine;
+use super::AppState;
+use super::metrics::MetricsView;
 use super::models::{EventOut, Metrics};
-use crate::engine::Query;
-use crate::event::EventType;
+use crate::event::{EventType, Timestamp};
 use crate::feed::{CommittedBatch, Subscriber};
-use crate::store::StoredEvent;
+use crate::store::{StoreError, StoredEvent};
 
 /// Committed events kept (overall and per type) for new clients and updates.
 const RECENT_EVENTS: usize = 50;
@@ -33,19 +39,48 @@ const RECENT_TYPES: usize = 100;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Even without new events, push this often so windows slide.
 const IDLE_PUSH: Duration = Duration::from_secs(5);
+/// Distinct views answered from the store watched at once.
+pub const MAX_STORED_VIEWS: usize = 32;
+/// A stored view waits this many times its last computation's cost
+/// before the next.
+const COST_SPACING: u32 = 10;
 
 pub struct Hub {
-    engine: Arc<LiveEngine>,
+    state: Arc<AppState>,
     interval: Duration,
-    views: Mutex<HashMap<String, View>>,
+    views: Mutex<HashMap<String, Arc<View>>>,
     recent: Mutex<Recent>,
     /// Woken on every commit.
     committed: Notify,
+    /// Held while a stored view is computed: one at a time.
+    computing: Mutex<()>,
 }
 
 struct View {
-    query: Query,
+    view: MetricsView,
     sender: watch::Sender<Arc<str>>,
+    /// For a stored view: when it was computed and what it cost.
+    refresh: Mutex<Refresh>,
+}
+
+#[derive(Default)]
+struct Refresh {
+    busy: bool,
+    /// The newest sequence number when last computed, and when.
+    seen_seq: u64,
+    done: Option<Instant>,
+    cost: Duration,
+}
+
+/// The view cannot be watched now.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{MAX_STORED_VIEWS} different views with a range or filters are watched already; watch one of them, or a view without filters"
+)]
+pub struct TooManyViews;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The latest committed events, overall and per type, so a view of a rare
@@ -126,13 +161,14 @@ impl Recent {
 }
 
 impl Hub {
-    pub fn new(engine: Arc<LiveEngine>, interval: Duration) -> Self {
+    pub fn new(state: Arc<AppState>, interval: Duration) -> Self {
         Self {
-            engine,
+            state,
             interval,
             views: Mutex::new(HashMap::new()),
             recent: Mutex::new(Recent::default()),
             committed: Notify::new(),
+            computing: Mutex::new(()),
         }
     }
 
@@ -154,7 +190,7 @@ impl Hub {
                 _ = tokio::time::sleep_until((last_push + self.interval).into()) => {}
                 _ = &mut shutdown => break,
             }
-            let version = self.engine.version();
+            let version = self.state.engine.version();
             if version == last_version && last_push.elapsed() < IDLE_PUSH {
                 continue;
             }
@@ -167,59 +203,178 @@ impl Hub {
         self.lock_views().clear();
     }
 
-    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<String, View>> {
-        self.views.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_views(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<View>>> {
+        lock(&self.views)
     }
 
     fn lock_recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.recent)
     }
 
-    /// Encodes each watched view once, with the events after `seq`.
-    fn push_updates(&self, seq: u64) {
-        let mut views = self.lock_views();
-        views.retain(|_, view| view.sender.receiver_count() > 0);
-        for view in views.values() {
-            let events = self.lock_recent().after(seq, view.query.kind.as_ref());
-            let message = self.message("update", &view.query, &events);
-            view.sender.send_replace(message);
+    /// Encodes each watched view, with the events after `seq`: live views
+    /// now, stored views when due, off the async threads.
+    fn push_updates(self: &Arc<Self>, seq: u64) {
+        let views: Vec<Arc<View>> = {
+            let mut views = self.lock_views();
+            views.retain(|_, view| view.sender.receiver_count() > 0);
+            views.values().cloned().collect()
+        };
+        let newest = self.lock_recent().newest_seq();
+        for view in views {
+            if let MetricsView::Live(_) = view.view {
+                let events = self.recent_events(&view.view, seq);
+                if let Ok(message) = self.message("update", &view.view, &events) {
+                    view.sender.send_replace(message);
+                }
+                continue;
+            }
+            let Some(sent) = self.due(&view, newest) else {
+                continue;
+            };
+            let hub = self.clone();
+            tokio::task::spawn_blocking(move || hub.refresh(&view, sent, newest));
         }
     }
 
-    /// Encodes one message for a view: its metrics and the given events.
-    fn message(&self, kind: &str, query: &Query, events: &[Arc<StoredEvent>]) -> Arc<str> {
-        let metrics: Metrics = self.engine.query(query).into();
+    /// Whether a stored view should be computed again now; if so, marks it
+    /// busy and returns the sequence number its clients have events up to.
+    fn due(&self, view: &View, newest: u64) -> Option<u64> {
+        let mut refresh = lock(&view.refresh);
+        let since = refresh.done.map(|d| d.elapsed());
+        let changed = newest > refresh.seen_seq
+            || (matches!(&view.view, MetricsView::Stored(s) if s.slides())
+                && since.is_none_or(|s| s >= IDLE_PUSH));
+        let rested = since.is_none_or(|s| s >= self.interval.max(refresh.cost * COST_SPACING));
+        if refresh.busy || !changed || !rested {
+            return None;
+        }
+        refresh.busy = true;
+        Some(refresh.seen_seq)
+    }
+
+    /// Computes a stored view and hands the message, with the events after
+    /// `seq`, to its clients. Blocking.
+    fn refresh(&self, view: &View, seq: u64, newest: u64) {
+        let _one_at_a_time = lock(&self.computing);
+        let started = Instant::now();
+        let events = self.recent_events(&view.view, seq);
+        let message = self.message("update", &view.view, &events);
+        let mut refresh = lock(&view.refresh);
+        refresh.busy = false;
+        refresh.seen_seq = newest;
+        refresh.done = Some(Instant::now());
+        refresh.cost = started.elapsed();
+        tracing::debug!("a stored view took {:?}", refresh.cost);
+        match message {
+            Ok(message) => {
+                view.sender.send_replace(message);
+            }
+            Err(e) => tracing::warn!("could not update a WebSocket view: {e}"),
+        }
+    }
+
+    /// The ring's events after `seq` that the view shows, oldest first.
+    fn recent_events(&self, view: &MetricsView, seq: u64) -> Vec<Arc<StoredEvent>> {
+        let now = Timestamp::now();
+        let mut events = self.lock_recent().after(seq, view.kind());
+        events.retain(|e| view.shows(&e.event, now));
+        events
+    }
+
+    /// Encodes one message for a view: its metrics and the given events
+    /// (oldest first). Blocking for a stored view.
+    fn message(
+        &self,
+        kind: &str,
+        view: &MetricsView,
+        events: &[Arc<StoredEvent>],
+    ) -> Result<Arc<str>, StoreError> {
+        let metrics: Metrics = view.answer(&self.state, Timestamp::now())?.into();
         let events: Vec<_> = events
             .iter()
             .rev()
-            .filter(|e| query.kind.as_ref().is_none_or(|k| *k == e.event.kind))
             .map(|e| EventOut::from(StoredEvent::clone(e)).to_json())
             .collect();
-        json!({ "kind": kind, "metrics": metrics.to_json(), "events": events })
-            .to_string()
-            .into()
+        Ok(
+            json!({ "kind": kind, "metrics": metrics.to_json(), "events": events })
+                .to_string()
+                .into(),
+        )
     }
 
-    fn subscribe(&self, key: String, query: Query) -> watch::Receiver<Arc<str>> {
+    /// Registers a client of a view; a new stored view only while fewer
+    /// than [`MAX_STORED_VIEWS`] are watched.
+    pub fn subscribe(
+        &self,
+        key: String,
+        view: MetricsView,
+    ) -> Result<watch::Receiver<Arc<str>>, TooManyViews> {
         let mut views = self.lock_views();
-        let view = views.entry(key).or_insert_with(|| View {
-            query,
-            sender: watch::Sender::new(Arc::from("")),
+        views.retain(|_, view| view.sender.receiver_count() > 0);
+        if !views.contains_key(&key) && matches!(view, MetricsView::Stored(_)) {
+            let stored = views
+                .values()
+                .filter(|v| matches!(v.view, MetricsView::Stored(_)))
+                .count();
+            if stored >= MAX_STORED_VIEWS {
+                return Err(TooManyViews);
+            }
+        }
+        let view = views.entry(key).or_insert_with(|| {
+            Arc::new(View {
+                view,
+                sender: watch::Sender::new(Arc::from("")),
+                refresh: Mutex::new(Refresh {
+                    seen_seq: self.lock_recent().newest_seq(),
+                    done: Some(Instant::now()),
+                    ..Refresh::default()
+                }),
+            })
         });
-        view.sender.subscribe()
+        Ok(view.sender.subscribe())
+    }
+
+    /// The first message of a view: its metrics and latest events.
+    async fn first_message(self: &Arc<Self>, view: &MetricsView) -> Result<Arc<str>, StoreError> {
+        if let MetricsView::Live(_) = view {
+            let recent = self.recent_events(view, 0);
+            return self.message("snapshot", view, &recent);
+        }
+        let (hub, view) = (self.clone(), view.clone());
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = lock(&hub.computing);
+            let now = Timestamp::now();
+            let mut events = view.latest_events(&hub.state, now, RECENT_EVENTS)?;
+            events.reverse();
+            let events: Vec<_> = events.into_iter().map(Arc::new).collect();
+            hub.message("snapshot", &view, &events)
+        })
+        .await
+        .map_err(|e| StoreError::Read(e.to_string()))?
     }
 
     /// Serves one client: a snapshot now, then every update it can take.
-    pub async fn serve(self: Arc<Self>, socket: WebSocketStream, key: String, query: Query) {
+    pub async fn serve(
+        self: Arc<Self>,
+        socket: WebSocketStream,
+        view: MetricsView,
+        mut updates: watch::Receiver<Arc<str>>,
+    ) {
         let (mut sink, mut incoming) = socket.split();
-        let mut updates = self.subscribe(key, query.clone());
-        let recent = self.lock_recent().after(0, query.kind.as_ref());
-        let snapshot = self.message("snapshot", &query, &recent);
-        if sink
-            .send(Message::Text(snapshot.to_string()))
-            .await
-            .is_err()
-        {
+        let first = match self.first_message(&view).await {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("could not answer a WebSocket view: {e}");
+                let _ = sink
+                    .send(Message::Close(Some((
+                        poem::web::websocket::CloseCode::Again,
+                        "the store could not be read; retry later".into(),
+                    ))))
+                    .await;
+                return;
+            }
+        };
+        if sink.send(Message::Text(first.to_string())).await.is_err() {
             return;
         }
         loop {

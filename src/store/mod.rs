@@ -125,6 +125,10 @@ pub trait Store: Send + Sync + 'static {
         sink: &mut dyn FnMut(u64, &Event) -> bool,
     ) -> Result<(), StoreError>;
 
+    /// The earliest event time stored (ms), `None` when nothing is.
+    /// Blocking.
+    fn earliest(&self) -> Result<Option<i64>, StoreError>;
+
     /// Where the store stands: lets a saved engine state tell whether it
     /// still describes what is stored. Blocking.
     fn mark(&self) -> Result<StoreMark, StoreError>;

@@ -14,4 +14,5 @@ mod ingest;
 mod metrics;
 mod query;
 mod restart;
+mod views;
 mod websocket;

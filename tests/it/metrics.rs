@@ -107,7 +107,7 @@ async fn metrics_equal_what_was_sent() {
     // Bad parameters are named.
     for (query, needle) in [
         ("?window=forever", "window"),
-        ("?window=48h", "at most 24h"),
+        ("?window=1h&to=2023-04-01", "not both"),
         ("?by=region", "need `type`"),
         ("?type=a%20b", "type"),
     ] {

@@ -9,11 +9,13 @@ export class Live {
    * @param {(message: object) => void} onMessage called for every snapshot and update
    * @param {(state: string, text: string) => void} onStatus connecting | connected | reconnecting | offline | locked
    * @param {() => void} onUnauthorized the server wants a token we do not have
+   * @param {(message: string) => void} onInvalid the server refuses the view (a bad filter or range)
    */
-  constructor(onMessage, onStatus, onUnauthorized) {
+  constructor(onMessage, onStatus, onUnauthorized, onInvalid) {
     this.onMessage = onMessage;
     this.onStatus = onStatus;
     this.onUnauthorized = onUnauthorized;
+    this.onInvalid = onInvalid;
     this.token = '';
     this.params = new URLSearchParams();
     this.delay = MIN_DELAY;
@@ -67,14 +69,23 @@ export class Live {
     socket.onclose = () => (opened ? this.retry() : this.diagnose());
   }
 
-  /** The handshake failed: find out whether a token is missing before retrying. */
+  /** The handshake failed: find out whether a token is missing or the view is refused before retrying. */
   async diagnose() {
     try {
       const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
-      const response = await fetch('/api/metrics?top=1', { headers });
+      const view = new URLSearchParams(this.params);
+      view.delete('access_token');
+      view.set('top', '1');
+      const response = await fetch(`/api/metrics?${view}`, { headers });
       if (response.status === 401) {
         this.onStatus('locked', 'Token needed');
         this.onUnauthorized();
+        return;
+      }
+      if (response.status === 400) {
+        const body = await response.json().catch(() => ({}));
+        this.onStatus('offline', 'View refused');
+        this.onInvalid(body.message || 'the server refused this view');
         return;
       }
     } catch {

@@ -415,6 +415,12 @@ impl Store for SqliteStore {
         scan::scan_events(&self.path, range, types, order, cursor, sink)
     }
 
+    fn earliest(&self) -> Result<Option<i64>, StoreError> {
+        let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
+        conn.query_row("SELECT min(min_ts) FROM segments", [], |r| r.get(0))
+            .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
     fn mark(&self) -> Result<StoreMark, StoreError> {
         let conn = open_connection(&self.path).map_err(|e| StoreError::Read(e.to_string()))?;
         read_mark(&conn).map_err(|e| StoreError::Read(e.to_string()))

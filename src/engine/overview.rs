@@ -1,0 +1,236 @@
+//! The metrics of a chosen set of events (a time range and filters), built
+//! from the events themselves instead of the live rings: what
+//! `GET /api/metrics` and the WebSocket answer for a range the engine does
+//! not hold, with filters, or for a type beyond the engine's caps. The
+//! answer has the live engine's shape ([`Snapshot`]), so clients read both
+//! alike.
+//!
+//! Fed in any order (a store scan gives commit order); bounded: at most
+//! [`MAX_TYPES`] types, [`MAX_FIELDS`] fields a type, the engine's
+//! `top_values` values a dimension (Space-Saving), `recent_values` recent
+//! values a measure, and 1,000 series points a type ([`super::choose_step`]). With the
+//! default configuration that is at most a few MiB a type.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use super::stats::{Names, SummaryLimits, TypeSummary};
+use super::{
+    EngineConfig, FieldSeries, SeriesPoint, SeriesPointOut, Snapshot, TimeSeries, groups,
+    type_metrics,
+};
+use crate::event::{Event, EventType};
+use crate::query::{Query, TimeRange};
+
+/// Types summarised; events of further types count as untracked.
+pub const MAX_TYPES: usize = 1000;
+/// Fields (measures and dimensions) summarised per type.
+pub const MAX_FIELDS: usize = 256;
+
+/// What to summarise, besides the events' selection.
+#[derive(Debug, Clone)]
+pub struct OverviewSpec {
+    /// The events' time range, bounded: it sets the series' span and step
+    /// and the rates.
+    pub span: TimeRange,
+    /// Only this type (the selection filters on it too).
+    pub kind: Option<EventType>,
+    /// Group the selected type by this dimension.
+    pub by: Option<String>,
+    /// A detailed series of this measure of the selected type.
+    pub field: Option<String>,
+    /// The series' step as asked (else about 180 points).
+    pub step_ms: Option<i64>,
+    /// Top values per dimension and groups listed.
+    pub top: usize,
+}
+
+struct TypeAcc {
+    summary: TypeSummary,
+    /// Per series step (its start, ms).
+    series: BTreeMap<i64, SeriesPoint>,
+    /// Per measure, the latest values in feeding order.
+    recent: BTreeMap<Arc<str>, VecDeque<f64>>,
+}
+
+/// Summarises the events a query selects: feed it, then [`Overview::finish`].
+pub struct Overview<'q> {
+    selection: &'q Query,
+    spec: OverviewSpec,
+    step: i64,
+    limits: SummaryLimits,
+    recent_values: usize,
+    types: BTreeMap<EventType, TypeAcc>,
+    names: Names,
+    matched: u64,
+    untracked: u64,
+}
+
+impl<'q> Overview<'q> {
+    pub fn new(selection: &'q Query, spec: OverviewSpec, config: &EngineConfig) -> Self {
+        let width = spec.span.to.saturating_sub(spec.span.from).max(1);
+        let step = super::choose_step(width, spec.step_ms);
+        Self {
+            selection,
+            step,
+            spec,
+            limits: SummaryLimits {
+                max_fields: MAX_FIELDS,
+                top_values: config.top_values,
+            },
+            recent_values: config.recent_values,
+            types: BTreeMap::new(),
+            names: Names::default(),
+            matched: 0,
+            untracked: 0,
+        }
+    }
+
+    /// Takes events in any order; those not selected are skipped.
+    pub fn add(&mut self, events: &[Event]) {
+        for event in events {
+            if !self.selection.matches(event)
+                || self.spec.kind.as_ref().is_some_and(|k| *k != event.kind)
+            {
+                continue;
+            }
+            self.matched += 1;
+            let tracked = self.types.len();
+            let acc = match self.types.get_mut(&event.kind) {
+                Some(acc) => acc,
+                None if tracked >= MAX_TYPES => {
+                    self.untracked += 1;
+                    continue;
+                }
+                None => self
+                    .types
+                    .entry(event.kind.clone())
+                    .or_insert_with(|| TypeAcc {
+                        summary: TypeSummary::default(),
+                        series: BTreeMap::new(),
+                        recent: BTreeMap::new(),
+                    }),
+            };
+            acc.summary.add(event, &mut self.names, self.limits);
+            let bucket = event.timestamp.millis().div_euclid(self.step) * self.step;
+            acc.series
+                .entry(bucket)
+                .or_default()
+                .add(event, &acc.summary);
+            for (name, x) in event.measures() {
+                let Some((key, _)) = acc.summary.measures.get_key_value(name) else {
+                    continue;
+                };
+                let recent = acc.recent.entry(key.clone()).or_default();
+                if recent.len() == self.recent_values {
+                    recent.pop_front();
+                }
+                recent.push_back(x);
+            }
+        }
+    }
+
+    /// The answer, in the live engine's shape. `total_events` is every
+    /// stored event, whatever the selection.
+    pub fn finish(self, total_events: u64, now: i64) -> Snapshot {
+        let span = self.spec.span;
+        let width = span.to.saturating_sub(span.from).max(1);
+        let seconds = width as f64 / 1000.0;
+        let start = span.from.div_euclid(self.step) * self.step;
+        let end = (span.to - 1).div_euclid(self.step) * self.step;
+        let dense = |series: &BTreeMap<i64, SeriesPoint>| -> Vec<SeriesPointOut> {
+            let steps = (end - start) / self.step;
+            (0..=steps)
+                .map(|i| {
+                    let ts = start + i * self.step;
+                    let p = series.get(&ts);
+                    SeriesPointOut {
+                        ts_ms: ts,
+                        count: p.map_or(0, |p| p.count),
+                        measures: p
+                            .map(|p| {
+                                p.measures
+                                    .iter()
+                                    .map(|(n, b)| (n.to_string(), *b))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect()
+        };
+        let top = self.spec.top;
+        let types = self
+            .types
+            .iter()
+            .map(|(kind, acc)| {
+                let count = acc.summary.count;
+                type_metrics(kind, &acc.summary, None, count, count as f64 / seconds, top)
+            })
+            .collect();
+        let selected = self
+            .spec
+            .kind
+            .as_ref()
+            .and_then(|k| Some((k, self.types.get(k)?)));
+        let groups = self
+            .spec
+            .by
+            .as_ref()
+            .zip(selected)
+            .map(|(by, (_, acc))| groups(&acc.summary, by, top));
+        let field_series = self
+            .spec
+            .field
+            .as_ref()
+            .zip(selected)
+            .map(|(field, (_, acc))| FieldSeries {
+                field: field.clone(),
+                step_ms: self.step,
+                points: dense(&acc.series)
+                    .into_iter()
+                    .map(|p| {
+                        let basic = p.measures.get(field.as_str()).copied().unwrap_or_default();
+                        (p.ts_ms, basic)
+                    })
+                    .collect(),
+            });
+        Snapshot {
+            version: 0,
+            generated_at: now,
+            total_events,
+            untracked_events: self.untracked,
+            events_by_type: self
+                .types
+                .iter()
+                .map(|(k, acc)| (k.to_string(), acc.summary.count))
+                .collect(),
+            window_ms: Some(width),
+            window_events: Some(self.matched),
+            types,
+            recent_values: self
+                .types
+                .iter()
+                .map(|(k, acc)| {
+                    let fields = acc
+                        .recent
+                        .iter()
+                        .map(|(f, v)| (f.to_string(), v.iter().copied().collect()))
+                        .collect();
+                    (k.to_string(), fields)
+                })
+                .collect(),
+            time_series: TimeSeries {
+                step_ms: self.step,
+                start_ms: start,
+                points: self
+                    .types
+                    .iter()
+                    .map(|(k, acc)| (k.to_string(), dense(&acc.series)))
+                    .collect(),
+            },
+            groups,
+            field_series,
+        }
+    }
+}

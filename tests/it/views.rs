@@ -1,0 +1,241 @@
+//! Views with a range and filters: `GET /api/metrics` and the WebSocket
+//! with `from`/`to`/`where`, answered from the store, checked against the
+//! fixture's events counted here.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::cli::{fixture, rta, text};
+use crate::helpers::{TestServer, measure, type_metrics};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_json(ws: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        if let Message::Text(text) = msg {
+            return serde_json::from_str(&text).expect("JSON");
+        }
+    }
+}
+
+fn fixture_events() -> Vec<Value> {
+    std::fs::read_to_string(fixture("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn millis(e: &Value) -> i64 {
+    e["timestamp"]
+        .as_str()
+        .unwrap()
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn at(text: &str) -> i64 {
+    text.parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn metrics_of_a_range_and_filters_match_the_data() {
+    let server = TestServer::start().await;
+    let out = rta(&server.url, &["replay", &fixture("events.jsonl"), "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = fixture_events();
+    let (from, to) = (at("2023-04-01T09:00:00Z"), at("2023-04-01T10:30:00Z"));
+    let chosen: Vec<&Value> = events
+        .iter()
+        .filter(|e| (from..to).contains(&millis(e)))
+        .filter(|e| {
+            e["values"]["region"] == "Europe"
+                && e["values"]["amount"].as_f64().is_some_and(|a| a > 100.0)
+        })
+        .collect();
+    assert!(chosen.len() > 10, "the fixture has such events");
+
+    let m = server
+        .metrics("?from=2023-04-01T09:00:00Z&to=2023-04-01T10:30:00Z&where=region%3DEurope&where=amount%3E100")
+        .await;
+    assert_eq!(m["totalEvents"], 3000, "every stored event");
+    assert_eq!(m["windowEvents"], chosen.len());
+    assert_eq!(m["windowSeconds"], 5400.0);
+    assert_eq!(m["eventsByType"], json!({"sales": chosen.len()}));
+    let sales = type_metrics(&m, "sales");
+    let amount = measure(sales, "amount");
+    let sum: f64 = chosen
+        .iter()
+        .map(|e| e["values"]["amount"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (amount["sum"].as_f64().unwrap() - sum).abs() < 1e-6,
+        "{amount} vs {sum}"
+    );
+    let min = chosen
+        .iter()
+        .map(|e| e["values"]["amount"].as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    assert_eq!(amount["min"].as_f64().unwrap(), min);
+    // The series covers the range and adds up.
+    let points = m["timeSeriesData"]["types"]["sales"].as_array().unwrap();
+    let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted as usize, chosen.len());
+    assert_eq!(points[0]["t"], "2023-04-01T09:00:00Z");
+    // Recent values are the filtered events' values.
+    for v in m["recentValues"]["sales"]["amount"].as_array().unwrap() {
+        assert!(v.as_f64().unwrap() > 100.0);
+    }
+
+    // A window longer than the engine keeps, and `all`, come from the store.
+    let m = server.metrics("?window=3650d&where=device%3Dmobile").await;
+    let mobile = events
+        .iter()
+        .filter(|e| e["values"]["device"] == "mobile")
+        .count();
+    assert!(mobile > 0);
+    assert_eq!(m["windowEvents"], mobile);
+    let m = server.metrics("?window=all&type=pageview&by=device").await;
+    let groups = &m["groups"]["groups"];
+    assert!(
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["value"] == "mobile" && g["count"] == mobile)
+    );
+
+    // A field no type has is an error that lists the fields.
+    let (status, body) = server.get("/api/metrics?where=regoin%3DEurope").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no field `regoin`"),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("region"),
+        "{body}"
+    );
+    let (status, body) = server.get("/api/metrics?where=amount%3E%3Eten").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = server.get("/api/metrics?window=1h&from=2023-04-01").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn types_beyond_the_engines_caps_are_answered_from_the_store() {
+    let server = TestServer::start().await;
+    let batch: Vec<Value> = (0..150)
+        .map(|i| json!({"type": format!("t{i}"), "values": {"n": i, "kind": "x"}}))
+        .collect();
+    let (status, _) = server.ingest(&Value::Array(batch)).await;
+    assert_eq!(status, StatusCode::OK);
+    let m = server.metrics("?type=t149").await;
+    assert_eq!(m["eventsByType"], json!({"t149": 1}));
+    assert_eq!(measure(type_metrics(&m, "t149"), "n")["sum"], 149.0);
+    let m = server.metrics("?type=t149&window=1h&by=kind").await;
+    assert_eq!(m["groups"]["groups"][0]["value"], "x");
+}
+
+#[tokio::test]
+async fn a_filtered_websocket_view_pushes_only_its_events() {
+    let server = TestServer::start().await;
+    server
+        .ingest(&json!({"type": "sales", "values": {"amount": 1, "region": "Europe"}}))
+        .await;
+    let (mut ws, _) =
+        connect_async(server.ws_url("?window=1h&where=region%3DEurope&where=amount%3E%3D10"))
+            .await
+            .expect("the WebSocket connects");
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["kind"], "snapshot");
+    assert_eq!(first["metrics"]["windowEvents"], 0);
+    assert_eq!(first["events"], json!([]));
+
+    server
+        .ingest(&json!([
+            {"type": "sales", "values": {"amount": 50, "region": "Asia"}},
+            {"type": "sales", "values": {"amount": 70, "region": "Europe"}},
+        ]))
+        .await;
+    let update = loop {
+        let m = next_json(&mut ws).await;
+        if m["metrics"]["windowEvents"] == 1 {
+            break m;
+        }
+    };
+    assert_eq!(update["kind"], "update");
+    assert_eq!(update["metrics"]["totalEvents"], 3);
+    let events = update["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{update}");
+    assert_eq!(events[0]["values"]["amount"], 70);
+
+    // A new client of a view gets its latest events from the store.
+    let (mut again, _) =
+        connect_async(server.ws_url("?window=1h&where=region%3DEurope&where=amount%3E%3D10"))
+            .await
+            .unwrap();
+    let first = next_json(&mut again).await;
+    assert_eq!(first["events"].as_array().unwrap().len(), 1);
+    assert_eq!(first["metrics"]["eventsByType"], json!({"sales": 1}));
+}
+
+#[tokio::test]
+async fn distinct_filtered_views_are_capped() {
+    let server = TestServer::start().await;
+    server
+        .ingest(&json!({"type": "sales", "values": {"amount": 1, "n": "0"}}))
+        .await;
+    let mut open = Vec::new();
+    for i in 0..32 {
+        let (mut ws, _) = connect_async(server.ws_url(&format!("?where=n%3D{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("view {i} is accepted: {e}"));
+        next_json(&mut ws).await;
+        open.push(ws);
+    }
+    let refused = connect_async(server.ws_url("?where=n%3D32")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+        }
+        other => panic!("the 33rd distinct view is refused with 503, got {other:?}"),
+    }
+    // A view already watched, and a view of the live engine, still open.
+    let (mut same, _) = connect_async(server.ws_url("?where=n%3D0")).await.unwrap();
+    next_json(&mut same).await;
+    let (mut live, _) = connect_async(server.ws_url("?window=5m")).await.unwrap();
+    next_json(&mut live).await;
+    // Once a view's last client leaves, another may take its place.
+    let mut first = open.remove(1);
+    first.close(None).await.unwrap();
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect_async(server.ws_url("?where=n%3D32")).await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a freed place is taken again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
