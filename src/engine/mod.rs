@@ -9,6 +9,7 @@
 //!
 //! Pure: no I/O, no clock (callers pass `now`), no locking.
 
+mod answer_query;
 pub mod overview;
 pub mod retention;
 mod ring;
@@ -724,10 +725,11 @@ pub fn choose_step(window: i64, asked: Option<i64>) -> i64 {
                 .unwrap_or(2 * HOUR)
         }
     };
-    let step = step.max(floor);
+    // Never longer than the window (a step asked beyond it is one point).
+    let step = step.max(floor).min(window.max(SECOND));
     // Steps of a minute or more come from the minute ring.
     if step >= MINUTE || window > 15 * MINUTE {
-        ((step + MINUTE - 1) / MINUTE).max(1) * MINUTE
+        (step.saturating_add(MINUTE - 1) / MINUTE).max(1) * MINUTE
     } else {
         step
     }

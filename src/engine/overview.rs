@@ -5,11 +5,12 @@
 //! answer has the live engine's shape ([`Snapshot`]), so clients read both
 //! alike.
 //!
-//! Fed in any order (a store scan gives commit order); bounded: at most
-//! [`MAX_TYPES`] types, [`MAX_FIELDS`] fields a type, the engine's
-//! `top_values` values a dimension (Space-Saving), `recent_values` recent
-//! values a measure, and 1,000 series points a type ([`super::choose_step`]). With the
-//! default configuration that is at most a few MiB a type.
+//! Fed in any order (a store scan gives commit order); bounded as the
+//! engine is: at most its `max_types` types (further ones count as
+//! untracked), `max_fields` fields a type, `top_values` values a dimension
+//! (Space-Saving), `recent_values` recent values a measure, and 1,001 series
+//! points a type (the step grows to fit the span). With the default
+//! configuration that is at most a few MiB a type.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -22,10 +23,8 @@ use super::{
 use crate::event::{Event, EventType};
 use crate::query::{Query, TimeRange};
 
-/// Types summarised; events of further types count as untracked.
-pub const MAX_TYPES: usize = 1000;
-/// Fields (measures and dimensions) summarised per type.
-pub const MAX_FIELDS: usize = 256;
+/// Series points per type at most.
+const MAX_POINTS: i64 = 1000;
 
 /// What to summarise, besides the events' selection.
 #[derive(Debug, Clone)]
@@ -59,7 +58,11 @@ pub struct Overview<'q> {
     spec: OverviewSpec,
     step: i64,
     limits: SummaryLimits,
+    max_types: usize,
     recent_values: usize,
+    /// The first and last series steps (their starts, ms).
+    start: i64,
+    end: i64,
     types: BTreeMap<EventType, TypeAcc>,
     names: Names,
     matched: u64,
@@ -67,17 +70,22 @@ pub struct Overview<'q> {
 }
 
 impl<'q> Overview<'q> {
+    /// `spec.span` must start at or after 1970 and be at least a second long.
     pub fn new(selection: &'q Query, spec: OverviewSpec, config: &EngineConfig) -> Self {
-        let width = spec.span.to.saturating_sub(spec.span.from).max(1);
-        let step = super::choose_step(width, spec.step_ms);
+        let span = spec.span;
+        let width = span.to.saturating_sub(span.from).max(1);
+        let step = super::choose_step(width, spec.step_ms).max(width / MAX_POINTS + 1);
         Self {
             selection,
             step,
+            start: span.from.div_euclid(step) * step,
+            end: (span.to - 1).div_euclid(step) * step,
             spec,
             limits: SummaryLimits {
-                max_fields: MAX_FIELDS,
+                max_fields: config.max_fields,
                 top_values: config.top_values,
             },
+            max_types: config.max_types,
             recent_values: config.recent_values,
             types: BTreeMap::new(),
             names: Names::default(),
@@ -98,7 +106,7 @@ impl<'q> Overview<'q> {
             let tracked = self.types.len();
             let acc = match self.types.get_mut(&event.kind) {
                 Some(acc) => acc,
-                None if tracked >= MAX_TYPES => {
+                None if tracked >= self.max_types => {
                     self.untracked += 1;
                     continue;
                 }
@@ -112,11 +120,14 @@ impl<'q> Overview<'q> {
                     }),
             };
             acc.summary.add(event, &mut self.names, self.limits);
+            // Events beyond the series' span (ahead of now) are counted, not plotted.
             let bucket = event.timestamp.millis().div_euclid(self.step) * self.step;
-            acc.series
-                .entry(bucket)
-                .or_default()
-                .add(event, &acc.summary);
+            if (self.start..=self.end).contains(&bucket) {
+                acc.series
+                    .entry(bucket)
+                    .or_default()
+                    .add(event, &acc.summary);
+            }
             for (name, x) in event.measures() {
                 let Some((key, _)) = acc.summary.measures.get_key_value(name) else {
                     continue;
@@ -136,8 +147,7 @@ impl<'q> Overview<'q> {
         let span = self.spec.span;
         let width = span.to.saturating_sub(span.from).max(1);
         let seconds = width as f64 / 1000.0;
-        let start = span.from.div_euclid(self.step) * self.step;
-        let end = (span.to - 1).div_euclid(self.step) * self.step;
+        let (start, end) = (self.start, self.end);
         let dense = |series: &BTreeMap<i64, SeriesPoint>| -> Vec<SeriesPointOut> {
             let steps = (end - start) / self.step;
             (0..=steps)

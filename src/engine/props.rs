@@ -226,3 +226,134 @@ fn same_as_one_event_at_a_time(
     }
     Ok(())
 }
+
+/// A query the live aggregates can answer: a type filter (or none), a
+/// breakdown by type (or none), statistics of measures.
+fn engine_query_strategy() -> impl Strategy<Value = crate::query::Query> {
+    use crate::query::parse::QueryText;
+    (
+        prop::option::of(prop::sample::select(vec![
+            "type=a",
+            "type=a,b",
+            "type!=b",
+            "type!=a,c.d",
+            "type~-",
+        ])),
+        any::<bool>(),
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "count:m1", "sum:m1", "min:m2", "max:m2", "mean:m1", "last:m1", "last:m2",
+                "p50:m1", "p90:m2", "p95:m1", "p99:m2",
+            ]),
+            0..4,
+        ),
+        prop::option::of(prop::sample::select(vec![
+            "events",
+            "m1_sum desc",
+            "m2_p99 asc",
+            "type",
+        ])),
+        prop::option::of(1usize..4),
+    )
+        .prop_map(|(filter, by_type, stats, order, top)| {
+            let text = QueryText {
+                filters: filter.into_iter().map(String::from).collect(),
+                by: if by_type {
+                    vec!["type".into()]
+                } else {
+                    Vec::new()
+                },
+                stats: stats.into_iter().map(String::from).collect(),
+                order: order.map(String::from),
+                top,
+                ..QueryText::default()
+            };
+            text.to_query(Timestamp::from_millis(NOW).unwrap())
+                .expect("a valid query")
+        })
+}
+
+/// The same statistic from both paths: exact ones equal (sums up to
+/// rounding), quantiles within the sketch's 1% of each other.
+fn same_stat(
+    engine: &crate::query::exec::StatValue,
+    scanned: &crate::query::exec::StatValue,
+) -> bool {
+    use crate::query::exec::StatValue::Number;
+    match (engine, scanned) {
+        (Number(Some(a)), Number(Some(b))) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        (a, b) => a == b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The live aggregates and a scan of the same events (what the store
+    /// path does) give the same answer to every query the aggregates take.
+    #[test]
+    fn the_engine_and_a_scan_answer_alike(
+        events in prop::collection::vec(event_strategy(), 0..300),
+        split in 0usize..300,
+        query in engine_query_strategy(),
+    ) {
+        let mut engine = Engine::default();
+        let now = Timestamp::from_millis(NOW).unwrap();
+        let split = split.min(events.len());
+        engine.apply_committed(1, &events[..split], now);
+        engine.apply_committed(split as u64 + 1, &events[split..], now);
+
+        let from_engine = engine.answer(&query, None);
+        prop_assert!(from_engine.is_some(), "the engine takes {:?}", query);
+        let from_engine = from_engine.unwrap().unwrap();
+        let mut scan = crate::query::exec::Executor::new(&query);
+        scan.add(&events);
+        let scanned = scan.finish().unwrap();
+
+        prop_assert_eq!(from_engine.matched, scanned.matched);
+        prop_assert_eq!(&from_engine.keys, &scanned.keys);
+        prop_assert_eq!(&from_engine.stats, &scanned.stats);
+        let rows = |a: &crate::query::exec::Answer| {
+            a.rows.iter().chain(a.others.iter()).cloned().collect::<Vec<_>>()
+        };
+        let (mine, theirs) = (rows(&from_engine), rows(&scanned));
+        prop_assert_eq!(mine.len(), theirs.len());
+        for (a, b) in mine.iter().zip(&theirs) {
+            prop_assert_eq!(&a.key, &b.key);
+            prop_assert_eq!(a.events, b.events);
+            prop_assert_eq!(a.span, b.span);
+            for (column, (x, y)) in from_engine.stats.iter().zip(a.stats.iter().zip(&b.stats)) {
+                prop_assert!(same_stat(x, y), "{}: engine {:?}, scan {:?}", column.column(), x, y);
+            }
+        }
+        prop_assert_eq!(from_engine.others.is_some(), scanned.others.is_some());
+    }
+
+    /// What the aggregates cannot hold exactly is left to the store.
+    #[test]
+    fn the_engine_declines_what_it_cannot_answer_exactly(events in prop::collection::vec(event_strategy(), 1..50)) {
+        let mut engine = Engine::default();
+        let now = Timestamp::from_millis(NOW).unwrap();
+        engine.apply_committed(1, &events, now);
+        use crate::query::parse::QueryText;
+        for text in [
+            QueryText { filters: vec!["dim=x".into()], ..QueryText::default() },
+            QueryText { by: vec!["dim".into()], ..QueryText::default() },
+            QueryText { stats: vec!["distinct:dim".into()], ..QueryText::default() },
+            QueryText { window: Some("1h".into()), ..QueryText::default() },
+            QueryText { by: vec!["time:hour".into()], ..QueryText::default() },
+        ] {
+            let query = text.to_query(now).unwrap();
+            let earliest = events.iter().map(|e| e.timestamp.millis()).min().unwrap();
+            // A window that holds every event would be answered; others not.
+            if query.range.from <= earliest && query.by.is_empty() && query.filters.is_empty() && query.stats.is_empty() {
+                continue;
+            }
+            prop_assert!(engine.answer(&query, None).is_none(), "{:?}", text);
+        }
+        // Events before the retention's cutoff still held: the store decides.
+        let all = QueryText::default().to_query(now).unwrap();
+        let earliest = events.iter().map(|e| e.timestamp.millis()).min().unwrap();
+        prop_assert!(engine.answer(&all, Some(earliest + 1)).is_none());
+    }
+}

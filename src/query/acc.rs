@@ -32,6 +32,16 @@ pub(super) struct MeasureAcc {
 }
 
 impl MeasureAcc {
+    /// A measure already summed (the live engine's), kept whole when
+    /// quantiles are wanted.
+    pub(super) fn from_stats(stats: &MeasureStats, quantiles: bool) -> Self {
+        Self {
+            basic: stats.basic,
+            last: (stats.basic.count > 0).then_some((stats.last_ts, stats.last)),
+            full: quantiles.then(|| stats.clone()),
+        }
+    }
+
     pub(super) fn add(&mut self, x: f64, ts: i64) {
         self.basic.add(x);
         if self.last.is_none_or(|(at, _)| ts >= at) {

@@ -11,9 +11,10 @@
 
 use smallvec::SmallVec;
 
-use super::acc::{Acc, dim_acc, measure_acc, stat_value};
+use super::acc::{Acc, MeasureAcc, dim_acc, measure_acc, stat_value};
 use super::{Breakdown, Field, Query, Stat, StatRequest};
 use crate::engine::HashMap;
+use crate::engine::stats::MeasureStats;
 use crate::event::{Event, Text, Value};
 
 /// Groups a query may make while none needs a sketch; beyond, it is refused.
@@ -230,6 +231,46 @@ impl<'q> Executor<'q> {
                 MAX_SKETCHES,
                 "quantile sketches and distinct counts",
             ));
+        }
+    }
+
+    /// Takes a whole group already summed elsewhere (the live engine's
+    /// aggregates of one type): its key, event count, time span and
+    /// measures. The caller vouches that the group is exactly the events
+    /// the query selects for that key, and that no dimension statistic is
+    /// asked for.
+    pub fn add_group<'m>(
+        &mut self,
+        key: Vec<KeyValue>,
+        events: u64,
+        span: (i64, i64),
+        measures: impl Iterator<Item = (&'m Text, &'m MeasureStats)>,
+    ) {
+        if self.failed.is_some() || events == 0 {
+            return;
+        }
+        if self.groups.len() >= self.max_groups {
+            self.failed = Some(ExecError::TooManyGroups(self.max_groups));
+            return;
+        }
+        self.matched += events;
+        // Several types without a breakdown by type share one group.
+        let mut acc = Acc {
+            events,
+            span: Some(span),
+            ..Acc::default()
+        };
+        for (name, stats) in measures {
+            let m = MeasureAcc::from_stats(stats, self.plan.quantiles(name));
+            self.cells += 1;
+            self.sketches += usize::from(m.full.is_some());
+            acc.measures.push((name.clone(), m));
+        }
+        match self.groups.get_mut(&Key::from_vec(key.clone())) {
+            Some(group) => group.merge(&acc),
+            None => {
+                self.groups.insert(key.into_iter().collect(), acc);
+            }
         }
     }
 

@@ -225,6 +225,22 @@ impl Filter {
         }
     }
 
+    /// Whether an event of this type may pass, for a filter on the type
+    /// (`None` for a filter on anything else).
+    pub fn allows_type(&self, kind: &str) -> Option<bool> {
+        if self.field != Field::Type {
+            return None;
+        }
+        Some(match &self.op {
+            Op::Is(v) => kind == v,
+            Op::IsNot(v) => kind != v,
+            Op::OneOf(vs) => vs.iter().any(|v| v == kind),
+            Op::NoneOf(vs) => !vs.iter().any(|v| v == kind),
+            Op::Contains(part) => kind.contains(part.as_str()),
+            Op::Compare(..) => false,
+        })
+    }
+
     /// The event types this filter allows, when it names them.
     fn types(&self) -> Option<Vec<&str>> {
         if self.field != Field::Type {

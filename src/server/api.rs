@@ -32,6 +32,9 @@ pub struct Api {
     pub state: Arc<AppState>,
 }
 
+/// The longest `Idempotency-Key`.
+pub const MAX_KEY_LEN: usize = 128;
+
 /// Bodies above this size are parsed off the async threads.
 const BLOCKING_PARSE_BYTES: usize = 256 * 1024;
 
@@ -186,7 +189,7 @@ fn idempotency_key(req: &Request) -> Result<Option<String>, IngestError> {
         return Ok(None);
     };
     let bytes = raw.as_bytes();
-    if (1..=128).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
+    if (1..=MAX_KEY_LEN).contains(&bytes.len()) && bytes.iter().all(u8::is_ascii_graphic) {
         Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
     } else {
         Err(IngestError::BadBody(

@@ -91,7 +91,7 @@ impl EventsApi {
             window: window.0,
             from: from.0,
             to: to.0,
-            kind: kind.0.filter(|k| !k.is_empty()),
+            kind: kind.0,
             filters: filters.0.unwrap_or_default(),
             ..QueryText::default()
         };

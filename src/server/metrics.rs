@@ -24,6 +24,9 @@ use crate::query::parse::{parse_filter, time_spec};
 use crate::query::{self, Field, Filter, Op, TimeRange, TimeSpec};
 use crate::store::{ScanOrder, StoreError, StoredEvent};
 
+/// The most top values and groups a view lists.
+pub const MAX_TOP: u32 = 100;
+
 #[derive(Tags)]
 enum MetricsTags {
     /// Reading aggregates and events
@@ -44,9 +47,11 @@ impl MetricsApi {
     /// `POST /api/query`). `totalEvents` counts every stored event;
     /// `eventsByType`, `recentValues` and `timeSeriesData` give the
     /// headline numbers per type, `types` the full statistics, all following
-    /// the range and filters. Views without a range or filter, or with a
-    /// window of up to 24 hours, come from the live aggregates; the others
-    /// are computed from the stored events. For breakdowns by several
+    /// the range and filters. A view without filters (other than its type),
+    /// with no window or one of up to 24 hours, of a type the live
+    /// aggregates track, comes from them; any other is computed from the
+    /// stored events, and then `windowSeconds` is the range's length and
+    /// `windowEvents` the events that match. For breakdowns by several
     /// dimensions and chosen statistics, use `POST /api/query`.
     #[oai(path = "/api/metrics", method = "get", tag = "MetricsTags::Metrics")]
     // One argument per documented query parameter.
@@ -100,6 +105,11 @@ impl MetricsApi {
             }
         };
         let state = self.state.clone();
+        // Stored answers scan: a few at a time, off the async threads.
+        let _permit = match &view {
+            MetricsView::Live(_) => None,
+            MetricsView::Stored(_) => self.state.stored_answers.acquire().await.ok(),
+        };
         let answer = tokio::task::spawn_blocking(move || view.answer(&state, Timestamp::now()))
             .await
             .map_err(|e| StoreError::Read(e.to_string()));
@@ -194,24 +204,19 @@ impl MetricsParams {
     /// says which parameter is wrong and why.
     pub fn to_view(&self, state: &AppState) -> Result<MetricsView, String> {
         let present = |p: &Option<String>| p.clone().filter(|s| !s.trim().is_empty());
-        let kind = present(&self.kind).map(|k| parse_type(&k)).transpose()?;
+        let kind = self.kind.as_deref().map(parse_type).transpose()?;
         let step_ms = present(&self.step)
             .map(|s| parse_duration_ms("step", &s))
             .transpose()?;
         let by = present(&self.by);
         let field = present(&self.field);
-        if kind.is_none() && (by.is_some() || field.is_some()) {
-            return Err(
-                "`by` and `field` need `type` too (for example type=sales&by=region)".into(),
-            );
-        }
         let top = self.top.unwrap_or(10);
-        if !(1..=100).contains(&top) {
-            return Err(format!("top={top} is out of range; use 1 to 100"));
+        if !(1..=MAX_TOP).contains(&top) {
+            return Err(format!("top={top} is out of range; use 1 to {MAX_TOP}"));
         }
         let window = present(&self.window);
         let absolute = present(&self.from).is_some() || present(&self.to).is_some();
-        // The live engine takes windows from 1 s; stored views from 10 s.
+        // Windows from 1 s, as the live engine always took them.
         let time = match window.as_deref() {
             Some(w) if !absolute && !w.eq_ignore_ascii_case("all") => {
                 TimeSpec::Window(parse_duration_ms("window", w)?)
@@ -225,9 +230,23 @@ impl MetricsParams {
                 op: Op::Is(kind.to_string()),
             });
         }
+        let mut kind = kind;
         for text in self.filters.iter().filter(|f| !f.trim().is_empty()) {
-            selection.push(parse_filter(text)?);
+            let filter = parse_filter(text)?;
+            // `where=type=X` is `type=X`, which the engine may answer.
+            if let (Field::Type, Op::Is(name), None) = (&filter.field, &filter.op, &kind) {
+                kind = Some(parse_type(name)?);
+            }
+            selection.push(filter);
         }
+        if kind.is_none() && (by.is_some() || field.is_some()) {
+            return Err(
+                "`by` and `field` need `type` too (for example type=sales&by=region)".into(),
+            );
+        }
+        let only_type = selection.iter().all(|f| {
+            f.field == Field::Type && kind.as_ref().is_some_and(|k| f.op == Op::Is(k.to_string()))
+        });
         let catalog = state.engine.with(|e| e.fields());
         // A type the engine tracks, or one not seen yet that it would track.
         let tracked = kind
@@ -240,7 +259,7 @@ impl MetricsParams {
         };
         if let Some(window_ms) = live_window
             && tracked
-            && self.filters.iter().all(|f| f.trim().is_empty())
+            && only_type
         {
             return Ok(MetricsView::Live(engine::Query {
                 kind,
@@ -354,7 +373,10 @@ impl StoredView {
     /// Whether the range moves with the clock (a relative window), so the
     /// answer changes even without new events.
     pub fn slides(&self) -> bool {
-        matches!(self.time, TimeSpec::Window(_))
+        matches!(
+            self.time,
+            TimeSpec::Window(_) | TimeSpec::Between { to: None, .. }
+        )
     }
 
     /// Summarises the stored events of the view. Blocking.
@@ -371,7 +393,8 @@ impl StoredView {
         let from = match selection.range.is_bounded_below() {
             true => selection.range.from,
             false => state.store.earliest()?.unwrap_or(to - 15 * 60_000),
-        };
+        }
+        .max(0);
         let span = TimeRange {
             from,
             to: to.max(from.saturating_add(1000)),

@@ -95,6 +95,8 @@ pub struct AppState {
     pub access: access::Access,
     pub store: Arc<dyn Store>,
     pub engine: Arc<LiveEngine>,
+    /// Metrics answers computed from the store run this many at a time.
+    pub stored_answers: tokio::sync::Semaphore,
 }
 
 /// Binds `addr`; the returned acceptor knows its real port (for port 0).
@@ -146,6 +148,7 @@ pub async fn run(
         config,
         store: store.clone(),
         engine: engine.clone(),
+        stored_answers: tokio::sync::Semaphore::new(2),
     });
     let hub = Arc::new(ws::Hub::new(state.clone(), push_interval));
     for event in store.recent(50, None).await?.into_iter().rev() {
@@ -362,24 +365,22 @@ fn ws_handler(
         );
     }
     let view = MetricsParams::from_query_string(req.uri().query().unwrap_or_default())
-        .and_then(|params| Ok((params.to_view(state)?, params)));
-    let (view, params) = match view {
-        Ok(v) => v,
+        .and_then(|params| params.to_view(state));
+    let view = match view {
+        Ok(view) => view,
         Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_request", &message),
     };
-    let updates = match hub.subscribe(format!("{params:?}"), view.clone()) {
-        Ok(updates) => updates,
-        Err(e) => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                &e.to_string(),
-            );
-        }
-    };
+    // Keyed by the view as understood, so spellings of one view share it.
+    let updates = hub.subscribe(format!("{view:?}"), view.clone());
     let hub = hub.clone();
-    ws.on_upgrade(move |socket| hub.serve(socket, view, updates))
-        .into_response()
+    ws.on_upgrade(move |socket| async move {
+        match updates {
+            Ok(updates) => hub.serve(socket, view, updates).await,
+            // A browser cannot read a refused handshake: it is told in the close frame.
+            Err(full) => ws::refuse(socket, &full.to_string()).await,
+        }
+    })
+    .into_response()
 }
 
 /// Background upkeep, one task so its steps never interleave: retention

@@ -221,13 +221,17 @@ pub struct Metrics {
     pub time_series_data: TimeSeries,
     /// When these metrics were computed (RFC 3339).
     pub generated_at: String,
-    /// The window in seconds; absent without `window`.
+    /// The window's or the range's length in seconds; absent for the live
+    /// all-time view.
     #[oai(skip_serializing_if_is_none)]
     pub window_seconds: Option<f64>,
-    /// Events within the window (of the selected type); absent without `window`.
+    /// Events within the window or range that pass the filters (of the
+    /// selected type); absent for the live all-time view.
     #[oai(skip_serializing_if_is_none)]
     pub window_events: Option<u64>,
-    /// Events of types beyond the engine's limit on distinct types (stored, not aggregated).
+    /// Events of types beyond the limit on distinct types (`max_types`,
+    /// 100): counted in `totalEvents`, not summarised here. Ask for such a
+    /// type by name to see it.
     pub untracked_events: u64,
     /// Per type: counts, rate, measures and top dimension values (over the window if any).
     pub types: Vec<TypeMetrics>,
@@ -246,7 +250,11 @@ pub struct TypeMetrics {
     pub count: u64,
     /// Events per second: over the window, or the last minute.
     pub rate: f64,
+    /// The earliest event time (RFC 3339); absent without events.
+    #[oai(skip_serializing_if_is_none)]
     pub first_seen: Option<String>,
+    /// The latest event time (RFC 3339); absent without events.
+    #[oai(skip_serializing_if_is_none)]
     pub last_seen: Option<String>,
     pub measures: Vec<MeasureMetrics>,
     pub dimensions: Vec<DimensionMetrics>,
@@ -268,9 +276,13 @@ pub struct MeasureMetrics {
     pub max: f64,
     pub mean: f64,
     pub last: f64,
+    #[oai(skip_serializing_if_is_none)]
     pub p50: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
     pub p90: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
     pub p95: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
     pub p99: Option<f64>,
 }
 
@@ -328,8 +340,12 @@ pub struct Group {
 pub struct Stats {
     pub count: u64,
     pub sum: f64,
+    /// Absent when `count` is 0 (as are `max` and `mean`).
+    #[oai(skip_serializing_if_is_none)]
     pub min: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
     pub max: Option<f64>,
+    #[oai(skip_serializing_if_is_none)]
     pub mean: Option<f64>,
 }
 

@@ -2,8 +2,10 @@
 //!
 //! The body is the query in JSON, its filters, breakdowns and statistics
 //! in the same text syntax as `rta query` (so one reference serves both).
-//! The answer is computed from the store, a segment at a time, skipping
-//! segments outside the time range or without the types asked for.
+//! The answer comes from the live aggregates when they hold exactly the
+//! events asked about (see `Engine::answer`), else from the store, a
+//! segment at a time, skipping segments outside the time range or without
+//! the types asked for.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,6 +117,11 @@ impl QueryApi {
         query.range = query.range.not_before(cutoff);
         let store = self.state.store.clone();
         let total = self.state.engine.with(|e| e.total());
+        // The live aggregates answer when they hold exactly these events.
+        if let Some(answer) = self.state.engine.with(|e| e.answer(&query, cutoff)) {
+            let answer = answer.map_err(|e| Failure::Bad(e.to_string()))?;
+            return Ok(QueryOut::new(answer, asked, total));
+        }
         let answer = tokio::task::spawn_blocking(move || {
             let types = query.types();
             let mut exec = Executor::new(&query);

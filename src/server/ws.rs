@@ -232,7 +232,7 @@ impl Hub {
                 continue;
             };
             let hub = self.clone();
-            tokio::task::spawn_blocking(move || hub.refresh(&view, sent, newest));
+            tokio::task::spawn_blocking(move || hub.refresh(&view, sent));
         }
     }
 
@@ -241,7 +241,7 @@ impl Hub {
     fn due(&self, view: &View, newest: u64) -> Option<u64> {
         let mut refresh = lock(&view.refresh);
         let since = refresh.done.map(|d| d.elapsed());
-        let changed = newest > refresh.seen_seq
+        let changed = (newest > refresh.seen_seq && self.shows_new(&view.view, refresh.seen_seq))
             || (matches!(&view.view, MetricsView::Stored(s) if s.slides())
                 && since.is_none_or(|s| s >= IDLE_PUSH));
         let rested = since.is_none_or(|s| s >= self.interval.max(refresh.cost * COST_SPACING));
@@ -254,13 +254,29 @@ impl Hub {
 
     /// Computes a stored view and hands the message, with the events after
     /// `seq`, to its clients. Blocking.
-    fn refresh(&self, view: &View, seq: u64, newest: u64) {
+    fn refresh(&self, view: &View, seq: u64) {
+        // Cleared however this ends, so a failure never freezes the view.
+        struct Done<'a>(&'a Mutex<Refresh>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                lock(self.0).busy = false;
+            }
+        }
+        let _done = Done(&view.refresh);
         let _one_at_a_time = lock(&self.computing);
         let started = Instant::now();
-        let events = self.recent_events(&view.view, seq);
+        // The events sent and the newest seen, read together: none twice.
+        let (events, newest) = {
+            let recent = self.lock_recent();
+            (recent.after(seq, view.view.kind()), recent.newest_seq())
+        };
+        let now = Timestamp::now();
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|e| view.view.shows(&e.event, now))
+            .collect();
         let message = self.message("update", &view.view, &events);
         let mut refresh = lock(&view.refresh);
-        refresh.busy = false;
         refresh.seen_seq = newest;
         refresh.done = Some(Instant::now());
         refresh.cost = started.elapsed();
@@ -271,6 +287,16 @@ impl Hub {
             }
             Err(e) => tracing::warn!("could not update a WebSocket view: {e}"),
         }
+    }
+
+    /// Whether events after `seq` may change the view: one it shows, or
+    /// more than the ring kept.
+    fn shows_new(&self, view: &MetricsView, seq: u64) -> bool {
+        let recent = self.lock_recent();
+        let kept = recent.after(seq, None);
+        let oldest_kept = kept.first().map_or(u64::MAX, |e| e.seq);
+        let now = Timestamp::now();
+        oldest_kept > seq + 1 || kept.iter().any(|e| view.shows(&e.event, now))
     }
 
     /// The ring's events after `seq` that the view shows, oldest first.
@@ -401,6 +427,18 @@ impl Hub {
         }
         let _ = sink.close().await;
     }
+}
+
+/// Closes a socket at once with "try again later" (1013) and the reason.
+pub async fn refuse(socket: WebSocketStream, reason: &str) {
+    let (mut sink, _) = socket.split();
+    let reason: String = reason.chars().take(120).collect();
+    let _ = sink
+        .send(Message::Close(Some((
+            poem::web::websocket::CloseCode::Again,
+            reason,
+        ))))
+        .await;
 }
 
 impl Subscriber for Hub {

@@ -14,5 +14,6 @@ mod ingest;
 mod metrics;
 mod query;
 mod restart;
+mod spec;
 mod views;
 mod websocket;

@@ -66,17 +66,29 @@ export class Live {
         this.onStatus('connected', 'Live');
       }
     };
-    socket.onclose = () => (opened ? this.retry() : this.diagnose());
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      // 1013: the server is at its limit of watched views; it says why.
+      if (event.code === 1013) {
+        this.onInvalid(event.reason || 'the server is busy; retrying');
+        this.delay = MAX_DELAY;
+        this.retry();
+        return;
+      }
+      if (opened) this.retry();
+      else this.diagnose(socket);
+    };
   }
 
   /** The handshake failed: find out whether a token is missing or the view is refused before retrying. */
-  async diagnose() {
+  async diagnose(socket) {
     try {
       const headers = this.token ? { Authorization: `Bearer ${this.token}` } : {};
       const view = new URLSearchParams(this.params);
       view.delete('access_token');
       view.set('top', '1');
       const response = await fetch(`/api/metrics?${view}`, { headers });
+      if (this.socket !== socket) return; // a newer connection took over
       if (response.status === 401) {
         this.onStatus('locked', 'Token needed');
         this.onUnauthorized();
@@ -91,7 +103,7 @@ export class Live {
     } catch {
       // The server is down: retry below.
     }
-    this.retry();
+    if (this.socket === socket) this.retry();
   }
 
   retry() {

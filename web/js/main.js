@@ -3,7 +3,7 @@
 import { barChart, doughnutChart, resizeWithin, setBars, setSeries, timeChart } from './charts.js';
 import { brief, clock, colour, el, nthColour, number, setOptions } from './format.js';
 import { Live } from './live.js';
-import { View, describeRange, equals, fromLocalInput, toLocalInput } from './view.js';
+import { View, describeRange, equals, field, fromLocalInput, toLocalInput } from './view.js';
 
 const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
@@ -65,7 +65,7 @@ function pickable(chart, pick) {
 pickable(charts.byType, (i) => addFilter(equals('type', charts.byType.data.labels[i])));
 pickable(charts.distribution, (i) => {
   const value = charts.distribution.$values[i];
-  if (value !== null) addFilter(equals($('dist-dimension').value, value));
+  if (value !== null) addFilter(equals(field($('dist-dimension').value), value));
 });
 
 // ---- the view: range, filters, breakdown; kept in the URL ----------------
@@ -140,11 +140,14 @@ function showFilterError(message) {
 /** Adds a filter once the server accepts it (it names a known field and parses). */
 async function addFilter(filter) {
   if (state.view.filters.includes(filter)) return true;
-  const candidate = Object.assign(new View(), state.view, { filters: [...state.view.filters, filter] });
-  const q = new URLSearchParams(candidate.params());
-  q.set('top', '1');
+  // Checked over the last 10 s only: the fields are checked whatever the
+  // range, and the answer costs next to nothing.
   try {
-    const response = await fetch(`/api/metrics?${q}`, { headers: authHeaders() });
+    const response = await fetch('/api/query', {
+      method: 'POST',
+      headers: { ...authHeaders(), 'Content-Type': 'application/json' },
+      body: JSON.stringify({ window: '10s', where: [...state.view.filters, filter] }),
+    });
     if (response.status === 400) {
       const body = await response.json().catch(() => ({}));
       showFilterError(body.message || 'The server refused this filter.');
@@ -247,7 +250,8 @@ function onMessage(message) {
   if (message.kind === 'snapshot') {
     state.events = fresh.slice(0, MAX_EVENTS);
   } else if (fresh.length) {
-    state.events = fresh.concat(state.events).slice(0, MAX_EVENTS);
+    const seen = new Set(fresh.map((e) => e.seq));
+    state.events = fresh.concat(state.events.filter((e) => !seen.has(e.seq))).slice(0, MAX_EVENTS);
   }
   if (state.paused) {
     state.pending = true;
@@ -276,8 +280,9 @@ function renderOverview(m) {
   $('total-events').textContent = number(m.totalEvents);
   const rate = m.types.reduce((sum, t) => sum + (m.windowSeconds ? 0 : t.rate), 0);
   // A fixed range has no "last minute": its average rate.
-  const fixed = state.view.custom && m.windowSeconds;
-  $('rate-hint').textContent = fixed ? 'over the range' : 'last minute';
+  // Nor does a series whose steps are longer than a minute.
+  const fixed = m.windowSeconds && (state.view.custom || m.timeSeriesData.stepSeconds > 60);
+  $('rate-hint').textContent = state.view.custom ? 'over the range' : fixed ? 'average' : 'last minute';
   $('events-per-second').textContent = number(fixed ? (m.windowEvents || 0) / m.windowSeconds
     : m.windowSeconds ? lastMinuteRate(m) : rate);
   $('window-events').textContent = number(m.windowEvents ?? m.totalEvents);
@@ -391,7 +396,7 @@ async function renderBreakdown(m) {
   }
   Object.assign(state, { breakdownKey: key, breakdownAt: Date.now(), breakdownBusy: true });
   try {
-    const body = { ...state.view.queryBody(), type, by: [by], top: 10 };
+    const body = { ...state.view.queryBody(), type, by: [field(by)], top: 10 };
     const response = await fetch('/api/query', {
       method: 'POST',
       headers: { ...authHeaders(), 'Content-Type': 'application/json' },
@@ -430,7 +435,7 @@ function drawBreakdown(answer, by) {
     if (clickable) {
       const button = el('button', label, 'value');
       button.type = 'button';
-      button.addEventListener('click', () => addFilter(equals(by, label)));
+      button.addEventListener('click', () => addFilter(equals(field(by), label)));
       first.append(button);
     } else {
       first.textContent = label;
@@ -441,7 +446,7 @@ function drawBreakdown(answer, by) {
     return tr;
   };
   const rows = answer.rows.map((row) => {
-    const value = row.key[by];
+    const value = row.key[field(by)];
     return value === null ? line(row, '(none)', false) : line(row, value, true);
   });
   if (answer.others) {

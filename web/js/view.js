@@ -71,6 +71,11 @@ function validTime(text) {
   return Number.isNaN(ms) ? null : new Date(ms).toISOString();
 }
 
+/** A value's name as a filter or breakdown names it (`values.type` for a value named like an event's own field). */
+export function field(name) {
+  return name === 'type' || name === 'source' ? `values.${name}` : name;
+}
+
 /** A filter `name=value` matching one value exactly (commas and backslashes escaped). */
 export function equals(name, value) {
   return `${name}=${String(value).replace(/\\/g, '\\\\').replace(/,/g, '\\,')}`;
