@@ -18,12 +18,14 @@ for arg in "$@"; do
 done
 
 if [ "$SMOKE" = 1 ]; then
-  DUR=2s; ROUNDS=1; N_SMALL=20000; N_LARGE=60000; DISTINCT=20000; WS_CLIENTS=20; PROBES=10; REPLAY=20000
+  DUR=2s; ROUNDS=1; N_SMALL=20000; N_LARGE=60000; DISTINCT=20000; WS_CLIENTS=20; PROBES=10; REPLAY=20000; N_QUERY=40000
 else
-  DUR=10s; ROUNDS=3; N_SMALL=1000000; N_LARGE=10000000; DISTINCT=1000000; WS_CLIENTS=500; PROBES=100; REPLAY=1000000
+  DUR=10s; ROUNDS=3; N_SMALL=1000000; N_LARGE=10000000; DISTINCT=1000000; WS_CLIENTS=500; PROBES=100; REPLAY=1000000; N_QUERY=10000000
 fi
+ONLY=${BENCH_ONLY:-all}  # BENCH_ONLY=queries runs section 8 alone
 
 command -v wrk >/dev/null || { echo "bench/run.sh needs wrk: apt-get install wrk" >&2; exit 2; }
+command -v clickhouse-server >/dev/null || { echo "bench/run.sh needs clickhouse-server: apt-get install clickhouse-server" >&2; exit 2; }
 # The smoke run checks the harness, not speed: the debug build CI already has will do.
 if [ "$SMOKE" = 1 ]; then PROFILE=debug; FLAGS=(); else PROFILE=release; FLAGS=(--release); fi
 cargo build "${FLAGS[@]}" --locked --bin rta --example baseline_server --example bench_client >&2
@@ -55,6 +57,8 @@ start_base() {
   for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$BASE_PORT/" && break; sleep 0.05; done
 }
 
+source bench/clickhouse.sh
+
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | \`$6\` |"); printf '[%4ss] %-48s %-22s %-22s %-8s\n' "$SECONDS" "$1" "$2" "$3" "$4" >&2; }
 
@@ -75,6 +79,7 @@ LUA
 rps() { wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+if [ "$ONLY" = all ]; then
 echo "== 0: what one flush costs on this disk" >&2
 # Every acknowledged ingest waits for one; its CPU time is taken from the
 # same two cores as everything else (the baseline never flushes).
@@ -162,6 +167,48 @@ t0=$(date +%s%N)
 "$RTA" replay "$WORK/replay.jsonl" --url "http://127.0.0.1:$RTA_PORT" --quiet 2>"$WORK/replay.txt"
 t1=$(date +%s%N)
 row "6. rta replay of a $REPLAY-line JSONL file (events/s)" "$(awk -v n="$REPLAY" -v ns=$(( t1 - t0 )) 'BEGIN {printf "%.0f", n / (ns / 1e9)}')" "" "" "" "rta replay replay.jsonl"
+stop_rta
+
+fi
+
+echo "== 8: queries over $N_QUERY stored events, rta and ClickHouse in the same run" >&2
+# The same events in both: 30 days up to now, two types, four dimensions.
+best_ms() { # best of 3 wall times of a POST
+  local best=
+  for _ in 1 2 3; do
+    t=$(curl -sS -o "$WORK/answer" -w '%{time_total}' -X POST "$1" -H "content-type: ${3:-application/json}" --data-binary "$2")
+    grep -q '"error"\|Exception' "$WORK/answer" && { echo "query failed: $(head -c 300 "$WORK/answer")" >&2; return 1; }
+    best=$(awk -v t="$t" -v b="$best" 'BEGIN {ms = t * 1000; if (b == "" || ms < b) b = ms; printf "%.0f", b}')
+  done
+  echo "$best"
+}
+start_rta "$WORK/query"
+"$CLIENT" query-data rta "http://127.0.0.1:$RTA_PORT" "$N_QUERY" 2>"$WORK/qload-rta.txt"
+rss_load=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RTA_PID/status")
+start_clickhouse "$WORK/clickhouse"
+ch "CREATE TABLE events (type String, ts DateTime, dim_keys Array(String), dim_values Array(String), measure_keys Array(String), measure_values Array(Float64)) ENGINE = MergeTree PARTITION BY toDate(ts) ORDER BY (type, ts)"
+"$CLIENT" query-data clickhouse "$CH_URL" "$N_QUERY" 2>"$WORK/qload-ch.txt"
+ch "OPTIMIZE TABLE events FINAL" || true
+M="measure_values[indexOf(measure_keys, 'latency_ms')]"
+D() { echo "dim_values[indexOf(dim_keys, '$1')]"; }
+QUERIES=(
+  "1. count by type, all time|{\"window\":\"all\",\"by\":[\"type\"]}|SELECT type, count() FROM events GROUP BY type"
+  "2. sum, mean, p99 of a measure by region, one type, last hour|{\"window\":\"1h\",\"type\":\"pageview\",\"by\":[\"region\"],\"stats\":[\"sum:latency_ms\",\"mean:latency_ms\",\"p99:latency_ms\"]}|SELECT $(D region) AS region, sum($M), avg($M), quantile(0.99)($M) FROM events WHERE type = 'pageview' AND ts >= now() - 3600 GROUP BY region"
+  "3. the same with device=mobile, 30 days|{\"window\":\"30d\",\"type\":\"pageview\",\"where\":[\"device=mobile\"],\"by\":[\"region\"],\"stats\":[\"sum:latency_ms\",\"mean:latency_ms\",\"p99:latency_ms\"]}|SELECT $(D region) AS region, sum($M), avg($M), quantile(0.99)($M) FROM events WHERE type = 'pageview' AND ts >= now() - 30 * 86400 AND $(D device) = 'mobile' GROUP BY region"
+  "4. per-hour count and mean of a measure, one type, 30 days|{\"window\":\"30d\",\"type\":\"pageview\",\"by\":[\"time:hour\"],\"stats\":[\"count:latency_ms\",\"mean:latency_ms\"]}|SELECT toStartOfHour(ts) AS h, count(), avg($M) FROM events WHERE type = 'pageview' AND ts >= now() - 30 * 86400 GROUP BY h ORDER BY h"
+  "5. distinct users, 30 days|{\"window\":\"30d\",\"stats\":[\"distinct:user\"]}|SELECT uniq($(D user)) FROM events WHERE ts >= now() - 30 * 86400"
+)
+for q in "${QUERIES[@]}"; do
+  IFS='|' read -r name body sql <<<"$q"
+  r=$(best_ms "http://127.0.0.1:$RTA_PORT/api/query" "$body")
+  c=$(best_ms "$CH_URL/" "$sql" "text/plain")
+  row "8.$name, $N_QUERY events (ms)" "$r" "ClickHouse $c" "$(awk -v r="$r" -v c="$c" 'BEGIN {printf "%.2f", r / (c > 0 ? c : 1)}')" "< 1000; goal <= ClickHouse" "POST /api/query $body"
+done
+c=$(best_ms "$CH_URL/" "SELECT uniqExact($(D user)) FROM events WHERE ts >= now() - 30 * 86400" "text/plain")
+row "    ClickHouse's exact distinct count, for reference (ms)" "" "ClickHouse $c" "" "" "SELECT uniqExact(user) ..."
+row "8. rta peak RSS, loading and querying $N_QUERY events (MB)" "$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RTA_PID/status")" "after loading: $rss_load" "" "< 200" "VmHWM of rta serve"
+row "    loading: rta (durable ingest) and ClickHouse (insert)" "$(grep -o '[0-9]* events/s' "$WORK/qload-rta.txt")" "ClickHouse $(grep -o '[0-9]* events/s' "$WORK/qload-ch.txt")" "" "" "bench_client query-data rta|clickhouse URL $N_QUERY"
+stop_clickhouse
 stop_rta
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)

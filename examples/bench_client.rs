@@ -3,6 +3,12 @@
 //!
 //! cargo run --release --example bench_client -- distinct URL COUNT
 //!     ingests COUNT events whose `user` dimension is never repeated
+//! cargo run --release --example bench_client -- query-data rta URL COUNT
+//! cargo run --release --example bench_client -- query-data clickhouse URL COUNT
+//!     loads the query benchmark's events (COUNT over the last 30 days, in
+//!     time order with up to an hour of disorder: two types, four
+//!     dimensions, two measures a type; the same events every run) into rta
+//!     or into ClickHouse's table `events` over its HTTP interface
 //! cargo run --release --example bench_client -- ws-latency URL CLIENTS PROBES
 //!     connects CLIENTS WebSockets, sends PROBES marked events one by one,
 //!     and prints the p50/p99 time from the ingest request to the update
@@ -25,11 +31,14 @@ async fn main() -> anyhow::Result<()> {
         .as_slice()
     {
         ["distinct", url, count] => distinct(url, count.parse()?).await,
+        ["query-data", target, url, count] => query_data(target, url, count.parse()?).await,
         ["ws-latency", url, clients, probes] => {
             ws_latency(url, clients.parse()?, probes.parse()?).await
         }
         _ => {
-            anyhow::bail!("usage: bench_client distinct URL COUNT | ws-latency URL CLIENTS PROBES")
+            anyhow::bail!(
+                "usage: bench_client distinct URL COUNT | query-data rta|clickhouse URL COUNT | ws-latency URL CLIENTS PROBES"
+            )
         }
     }
 }
@@ -62,6 +71,146 @@ async fn distinct(url: &str, count: u64) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{count} events with distinct values in {secs:.1} s ({:.0} events/s)",
+        count as f64 / secs
+    );
+    Ok(())
+}
+
+/// A benchmark event: its type, time (ms), dimensions and measures.
+type BenchEvent = (
+    &'static str,
+    i64,
+    [(&'static str, String); 4],
+    [(&'static str, f64); 2],
+);
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The `i`-th of `count` benchmark events ending at `end_ms`: (type, ts,
+/// dimensions, measures). A fixed hash of `i` stands for randomness, so
+/// both loaders get the same events.
+fn bench_event(i: u64, count: u64, end_ms: i64) -> BenchEvent {
+    let h = |salt: u64| {
+        let mut x =
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^ (x >> 32)
+    };
+    let span = 30 * DAY_MS;
+    let ts =
+        end_ms - span + (i as i64 * span / count.max(1) as i64) - (h(1) % HOUR_MS as u64) as i64;
+    const REGIONS: [&str; 5] = [
+        "North America",
+        "Europe",
+        "Asia Pacific",
+        "Latin America",
+        "Africa",
+    ];
+    const CHANNELS: [&str; 3] = ["web", "mobile", "store"];
+    const DEVICES: [&str; 2] = ["desktop", "mobile"];
+    let dims = [
+        ("region", REGIONS[(h(2) % 5) as usize].to_string()),
+        ("channel", CHANNELS[(h(3) % 3) as usize].to_string()),
+        ("device", DEVICES[(h(4) % 2) as usize].to_string()),
+        ("user", format!("u{}", h(5) % 200_000)),
+    ];
+    let u = (h(6) % 1_000_000) as f64 / 1_000_000.0;
+    if h(7) % 2 == 0 {
+        // Long-tailed latencies, whole-number bytes.
+        let latency = (20.0 + 30.0 * (-(1.0 - u).ln())).round();
+        (
+            "pageview",
+            ts,
+            dims,
+            [("latency_ms", latency), ("bytes", (h(8) % 100_000) as f64)],
+        )
+    } else {
+        (
+            "sale",
+            ts,
+            dims,
+            [
+                ("amount", ((h(9) % 50_000) as f64) / 100.0),
+                ("units", (1 + h(10) % 9) as f64),
+            ],
+        )
+    }
+}
+
+async fn query_data(target: &str, url: &str, count: u64) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let end_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let started = Instant::now();
+    const BATCH: u64 = 20_000;
+    let clickhouse = match target {
+        "rta" => false,
+        "clickhouse" => true,
+        other => anyhow::bail!("query-data loads `rta` or `clickhouse`, not {other:?}"),
+    };
+    let endpoint = if clickhouse {
+        format!("{url}/?query=INSERT%20INTO%20events%20FORMAT%20JSONEachRow")
+    } else {
+        format!("{url}/api/ingest")
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    // Batches in time order, taken in turn by four senders: the events
+    // arrive in time order but for the hour of disorder each one has.
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..4 {
+        let (http, endpoint, next) = (http.clone(), endpoint.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(BATCH, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let end = (i + BATCH).min(count);
+                let mut body = String::with_capacity((end - i) as usize * 200);
+                for n in i..end {
+                    let (kind, ts, dims, measures) = bench_event(n, count, end_ms);
+                    let line = if clickhouse {
+                        serde_json::json!({
+                            "type": kind,
+                            // DateTime: whole seconds (18.16 has no DateTime64).
+                            "ts": ts.div_euclid(1000),
+                            "dim_keys": dims.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+                            "dim_values": dims.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>(),
+                            "measure_keys": measures.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+                            "measure_values": measures.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+                        })
+                    } else {
+                        let mut values = serde_json::Map::new();
+                        for (k, v) in &dims {
+                            values.insert((*k).into(), v.as_str().into());
+                        }
+                        for (k, v) in measures {
+                            values.insert(k.into(), v.into());
+                        }
+                        serde_json::json!({"type": kind, "timestamp": ts, "source": "bench", "values": values})
+                    };
+                    body.push_str(&line.to_string());
+                    body.push('\n');
+                }
+                let mut request = http.post(&endpoint).body(body);
+                if !clickhouse {
+                    request = request.header("content-type", "application/x-ndjson");
+                }
+                let r = request.send().await?;
+                anyhow::ensure!(r.status().is_success(), "{} answered {}: {}", endpoint, r.status(), r.text().await.unwrap_or_default());
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{count} events into {target} in {secs:.1} s ({:.0} events/s)",
         count as f64 / secs
     );
     Ok(())

@@ -6,6 +6,8 @@
 //! `Event` exists it is valid. This module knows nothing of HTTP or storage.
 
 mod fast;
+mod view;
+pub use view::{EventFields, EventRef, ValueRef};
 
 use std::fmt;
 use std::sync::Arc;

@@ -173,17 +173,17 @@ impl Acc {
 
 pub(super) fn measure_acc<'a>(
     acc: &'a mut Acc,
-    name: &Text,
+    name: &str,
     quantiles: bool,
 ) -> Option<&'a mut MeasureAcc> {
-    if let Some(at) = acc.measures.iter().position(|(n, _)| n == name) {
+    if let Some(at) = acc.measures.iter().position(|(n, _)| &**n == name) {
         return Some(&mut acc.measures[at].1);
     }
     if acc.measures.len() >= MAX_FIELDS {
         return None;
     }
     acc.measures.push((
-        name.clone(),
+        Arc::from(name),
         MeasureAcc {
             full: quantiles.then(MeasureStats::default),
             ..MeasureAcc::default()

@@ -15,7 +15,7 @@ use super::acc::{Acc, MeasureAcc, dim_acc, measure_acc, stat_value};
 use super::{Breakdown, Field, Query, Stat, StatRequest};
 use crate::engine::HashMap;
 use crate::engine::stats::MeasureStats;
-use crate::event::{Event, Text, Value};
+use crate::event::{Event, EventFields, Text, ValueRef};
 
 /// Groups a query may make while none needs a sketch; beyond, it is refused.
 pub const MAX_GROUPS: usize = 100_000;
@@ -155,6 +155,21 @@ pub struct Executor<'q> {
     /// Statistics kept, and how many of them are sketches.
     cells: usize,
     sketches: usize,
+    /// The texts of the groups' keys, shared by every event that names them.
+    texts: std::collections::HashSet<Text, foldhash::fast::RandomState>,
+}
+
+/// A text the executor already holds, or a new one.
+fn intern(
+    texts: &mut std::collections::HashSet<Text, foldhash::fast::RandomState>,
+    s: &str,
+) -> Text {
+    if let Some(t) = texts.get(s) {
+        return t.clone();
+    }
+    let t: Text = s.into();
+    texts.insert(t.clone());
+    t
 }
 
 impl<'q> Executor<'q> {
@@ -173,22 +188,25 @@ impl<'q> Executor<'q> {
             failed: None,
             cells: 0,
             sketches: 0,
+            texts: Default::default(),
         }
     }
 
     /// Takes events in any order; those the query is not about are skipped.
     pub fn add(&mut self, events: &[Event]) {
-        if self.failed.is_some() {
-            return;
-        }
         for event in events {
-            if self.query.matches(event) {
-                self.add_matching(event);
-            }
+            self.add_one(event);
         }
     }
 
-    fn add_matching(&mut self, event: &Event) {
+    /// Takes one event, owned or read in place from the store.
+    pub fn add_one<E: EventFields + ?Sized>(&mut self, event: &E) {
+        if self.failed.is_none() && self.query.matches(event) {
+            self.add_matching(event);
+        }
+    }
+
+    fn add_matching<E: EventFields + ?Sized>(&mut self, event: &E) {
         self.matched += 1;
         let key = self.key(event);
         let groups = self.groups.len();
@@ -201,20 +219,20 @@ impl<'q> Executor<'q> {
             None => self.groups.entry(key).or_default(),
         };
         acc.events += 1;
-        let ts = event.timestamp.millis();
+        let ts = event.millis();
         acc.see(ts);
         let before = (acc.measures.len(), acc.dimensions.len());
-        for (name, value) in &event.values {
-            if let Value::Measure(x) = value {
-                let quantiles = self.plan.quantiles(name);
-                if let Some(m) = measure_acc(acc, name, quantiles) {
-                    m.add(*x, ts);
-                }
+        let plan = &self.plan;
+        event.for_each_value(|name, value| {
+            if let ValueRef::Measure(x) = value
+                && let Some(m) = measure_acc(acc, name, plan.quantiles(name))
+            {
+                m.add(x, ts);
             }
-        }
-        for name in &self.plan.dimensions {
-            if let Some(Value::Dimension(s)) = super::value(event, name) {
-                dim_acc(acc, name, &self.plan.asked).add(s);
+        });
+        for name in &plan.dimensions {
+            if let Some(ValueRef::Dimension(s)) = event.value(name) {
+                dim_acc(acc, name, &plan.asked).add(s);
             }
         }
         let new_measures = &acc.measures[before.0..];
@@ -224,6 +242,46 @@ impl<'q> Executor<'q> {
             .filter(|(_, m)| m.full.is_some())
             .count()
             + (acc.dimensions.len() - before.1);
+        if self.cells > MAX_CELLS {
+            self.failed = Some(ExecError::TooLarge(MAX_CELLS, "measures over all groups"));
+        } else if self.sketches > MAX_SKETCHES {
+            self.failed = Some(ExecError::TooLarge(
+                MAX_SKETCHES,
+                "quantile sketches and distinct counts",
+            ));
+        }
+    }
+
+    /// Joins what another executor of the same query took (another part of
+    /// the same events, scanned in parallel).
+    pub fn merge(&mut self, other: Executor<'_>) {
+        if self.failed.is_none() {
+            self.failed = other.failed;
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        self.matched += other.matched;
+        for (key, acc) in other.groups {
+            let groups = self.groups.len();
+            match self.groups.get_mut(&key) {
+                Some(mine) => mine.merge(&acc),
+                None if groups >= self.max_groups => {
+                    self.failed = Some(ExecError::TooManyGroups(self.max_groups));
+                    return;
+                }
+                None => {
+                    self.cells += acc.measures.len() + acc.dimensions.len();
+                    self.sketches += acc
+                        .measures
+                        .iter()
+                        .filter(|(_, m)| m.full.is_some())
+                        .count()
+                        + acc.dimensions.len();
+                    self.groups.insert(key, acc);
+                }
+            }
+        }
         if self.cells > MAX_CELLS {
             self.failed = Some(ExecError::TooLarge(MAX_CELLS, "measures over all groups"));
         } else if self.sketches > MAX_SKETCHES {
@@ -274,20 +332,21 @@ impl<'q> Executor<'q> {
         }
     }
 
-    fn key(&self, event: &Event) -> Key {
+    fn key<E: EventFields + ?Sized>(&mut self, event: &E) -> Key {
+        let texts = &mut self.texts;
         self.query
             .by
             .iter()
             .map(|b| match b {
                 Breakdown::Time(bucket) => {
                     let ms = bucket.ms();
-                    KeyValue::Time(event.timestamp.millis().div_euclid(ms) * ms)
+                    KeyValue::Time(event.millis().div_euclid(ms) * ms)
                 }
-                Breakdown::Field(Field::Type) => KeyValue::Text(event.kind.as_str().into()),
-                Breakdown::Field(Field::Source) => KeyValue::Text(event.source.clone()),
-                Breakdown::Field(Field::Value(name)) => match super::value(event, name) {
-                    Some(Value::Dimension(s)) => KeyValue::Text(s.clone()),
-                    Some(Value::Measure(_)) | None => KeyValue::Missing,
+                Breakdown::Field(Field::Type) => KeyValue::Text(intern(texts, event.kind())),
+                Breakdown::Field(Field::Source) => KeyValue::Text(intern(texts, event.source())),
+                Breakdown::Field(Field::Value(name)) => match event.value(name) {
+                    Some(ValueRef::Dimension(s)) => KeyValue::Text(intern(texts, s)),
+                    Some(ValueRef::Measure(_)) | None => KeyValue::Missing,
                 },
             })
             .collect()

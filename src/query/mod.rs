@@ -13,7 +13,7 @@ mod acc;
 pub mod exec;
 pub mod parse;
 
-use crate::event::{Event, EventType, Timestamp};
+use crate::event::{Event, EventFields, EventType, Timestamp, ValueRef};
 
 /// Breakdowns at most: dimensions (and the event's type or source).
 pub const MAX_DIMENSIONS: usize = 3;
@@ -125,13 +125,13 @@ impl Field {
     }
 
     /// The field's text in an event, if it has text there.
-    fn text<'e>(&self, event: &'e Event) -> Option<&'e str> {
+    fn text<'e, E: EventFields + ?Sized>(&self, event: &'e E) -> Option<&'e str> {
         match self {
-            Field::Type => Some(event.kind.as_str()),
-            Field::Source => Some(&event.source),
-            Field::Value(name) => match value(event, name)? {
-                crate::event::Value::Dimension(s) => Some(s),
-                crate::event::Value::Measure(_) => None,
+            Field::Type => Some(event.kind()),
+            Field::Source => Some(event.source()),
+            Field::Value(name) => match event.value(name)? {
+                ValueRef::Dimension(s) => Some(s),
+                ValueRef::Measure(_) => None,
             },
         }
     }
@@ -189,12 +189,12 @@ impl Comparison {
 }
 
 impl Filter {
-    pub fn matches(&self, event: &Event) -> bool {
+    pub fn matches<E: EventFields + ?Sized>(&self, event: &E) -> bool {
         // `=` and `!=` on a measure compare numbers (`units=5` holds for 5.0).
         let is = |v: &str| match &self.field {
-            Field::Value(name) => match value(event, name) {
-                Some(crate::event::Value::Dimension(s)) => **s == *v,
-                Some(crate::event::Value::Measure(x)) => v.trim().parse::<f64>() == Ok(*x),
+            Field::Value(name) => match event.value(name) {
+                Some(ValueRef::Dimension(s)) => s == v,
+                Some(ValueRef::Measure(x)) => v.trim().parse::<f64>() == Ok(x),
                 None => false,
             },
             field => field.text(event) == Some(v),
@@ -212,14 +212,14 @@ impl Filter {
                 let Field::Value(name) = &self.field else {
                     return false;
                 };
-                let Some(crate::event::Value::Measure(x)) = value(event, name) else {
+                let Some(ValueRef::Measure(x)) = event.value(name) else {
                     return false;
                 };
                 match cmp {
-                    Comparison::Less => x < n,
-                    Comparison::LessOrEqual => x <= n,
-                    Comparison::Greater => x > n,
-                    Comparison::GreaterOrEqual => x >= n,
+                    Comparison::Less => x < *n,
+                    Comparison::LessOrEqual => x <= *n,
+                    Comparison::Greater => x > *n,
+                    Comparison::GreaterOrEqual => x >= *n,
                 }
             }
         }
@@ -276,9 +276,8 @@ impl Query {
     }
 
     /// Whether an event is one the query is about.
-    pub fn matches(&self, event: &Event) -> bool {
-        self.range.contains(event.timestamp.millis())
-            && self.filters.iter().all(|f| f.matches(event))
+    pub fn matches<E: EventFields + ?Sized>(&self, event: &E) -> bool {
+        self.range.contains(event.millis()) && self.filters.iter().all(|f| f.matches(event))
     }
 }
 

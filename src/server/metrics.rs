@@ -22,7 +22,7 @@ use crate::engine::{self, Snapshot};
 use crate::event::{self, Event, EventType, Timestamp};
 use crate::query::parse::{parse_filter, time_spec};
 use crate::query::{self, Field, Filter, Op, TimeRange, TimeSpec};
-use crate::store::{ScanOrder, StoreError, StoredEvent};
+use crate::store::{Part, ScanOrder, StoreError, StoredEvent};
 
 /// The most top values and groups a view lists.
 pub const MAX_TOP: u32 = 100;
@@ -410,11 +410,12 @@ impl StoredView {
         let total = state.engine.with(|e| e.total());
         let mut overview = Overview::new(&selection, spec, &state.config.engine);
         let types = selection.types();
-        state
-            .store
-            .scan_range(selection.range, types.as_deref(), &mut |_, events| {
-                overview.add(events)
-            })?;
+        state.store.scan_range(
+            selection.range,
+            types.as_deref(),
+            Part::ALL,
+            &mut |_, events| overview.add(events),
+        )?;
         Ok(overview.finish(total, now.millis()))
     }
 }

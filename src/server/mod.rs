@@ -35,8 +35,8 @@ use tokio::sync::watch;
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Limits, Timestamp};
 use crate::feed::{CommittedBatch, Feed, Subscriber};
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Part, Store};
 
 pub use access::{check_allowed_host, check_origin};
 pub use live::LiveEngine;
@@ -488,7 +488,9 @@ impl Maintenance {
             let mut reread = live.with(|engine| engine.forget_plan(cutoff));
             if let Some(reread) = &mut reread {
                 let range = reread.range;
-                store.scan_range(range, None, &mut |first, events| reread.take(first, events))?;
+                store.scan_range(range, None, Part::ALL, &mut |first, events| {
+                    reread.take(first, events)
+                })?;
             }
             let mut failed = None;
             live.with(|engine| {

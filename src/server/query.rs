@@ -23,6 +23,10 @@ use crate::event::Timestamp;
 use crate::query::exec::{Answer, Executor, KeyValue, Row, StatValue};
 use crate::query::parse::QueryText;
 use crate::query::{Query, TimeRange};
+use crate::store::{Part, StoreError};
+
+/// Threads a scan is split between (the machines rta runs on have few cores).
+const SCAN_THREADS: u64 = 2;
 
 #[derive(Tags)]
 enum QueryTags {
@@ -124,12 +128,35 @@ impl QueryApi {
         }
         let answer = tokio::task::spawn_blocking(move || {
             let types = query.types();
-            let mut exec = Executor::new(&query);
-            store
-                .scan_range(query.range, types.as_deref(), &mut |_, events| {
-                    exec.add(events)
-                })
-                .map_err(|e| Failure::Unavailable(e.to_string()))?;
+            // A part of the segments a thread, merged at the end.
+            let parts = std::thread::scope(|scope| {
+                let workers: Vec<_> = Part::split(SCAN_THREADS)
+                    .map(|part| {
+                        let (store, query, types) = (&store, &query, types.as_deref());
+                        scope.spawn(move || {
+                            let mut exec = Executor::new(query);
+                            store
+                                .visit_range(query.range, types, part, &mut |_, event| {
+                                    exec.add_one(event)
+                                })
+                                .map(|()| exec)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|_| Err(StoreError::Read("a scan failed".into())))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+            let mut parts = parts.into_iter();
+            let mut exec = parts.next().unwrap_or_else(|| Executor::new(&query));
+            for part in parts {
+                exec.merge(part);
+            }
             exec.finish().map_err(|e| Failure::Bad(e.to_string()))
         })
         .await

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::event::{Event, EventType, Timestamp};
+use crate::event::{Event, EventRef, EventType, Timestamp};
 use crate::query::TimeRange;
 
 #[derive(Debug, Error)]
@@ -56,6 +56,24 @@ pub enum Appended {
         accepted: u64,
         note: String,
     },
+}
+
+/// One of `of` disjoint shares of the stored segments; together they hold
+/// every segment once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub index: u64,
+    pub of: u64,
+}
+
+impl Part {
+    pub const ALL: Part = Part { index: 0, of: 1 };
+
+    /// The `of` parts that make up the whole.
+    pub fn split(of: u64) -> impl Iterator<Item = Part> {
+        let of = of.max(1);
+        (0..of).map(move |index| Part { index, of })
+    }
 }
 
 /// Which end of the stored events a scan starts from.
@@ -104,12 +122,25 @@ pub trait Store: Send + Sync + 'static {
     /// in `range` and be of one of `types` (any type when `None`), a stored
     /// segment at a time, in commit order. Segments are skipped by their
     /// time span and types; the sink still sees events outside the range and
-    /// filters them. Blocking.
+    /// filters them. With `part`, only that share of the segments
+    /// ([`Part::ALL`] for every one), so that parts can be read in parallel.
+    /// Blocking.
     fn scan_range(
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
+        part: Part,
         sink: &mut dyn FnMut(u64, &[Event]),
+    ) -> Result<(), StoreError>;
+
+    /// As [`Store::scan_range`], but each event is read in place, without
+    /// being copied (`visit(seq, event)`): the fast way to read many.
+    fn visit_range(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        part: Part,
+        visit: &mut dyn FnMut(u64, &EventRef<'_>),
     ) -> Result<(), StoreError>;
 
     /// Calls `sink(seq, event)` with stored events that may lie in `range`

@@ -21,8 +21,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{self, Chunk};
-use super::{Appended, IdempotencyKey, ScanOrder, Store, StoreError, StoreMark, StoredEvent};
-use crate::event::{Event, EventType, Timestamp};
+use super::{Appended, IdempotencyKey, Part, ScanOrder, Store, StoreError, StoreMark, StoredEvent};
+use crate::event::{Event, EventRef, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
 use crate::query::TimeRange;
 
@@ -399,9 +399,20 @@ impl Store for SqliteStore {
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
+        part: Part,
         sink: &mut dyn FnMut(u64, &[Event]),
     ) -> Result<(), StoreError> {
-        scan::scan_range(&self.path, range, types, sink)
+        scan::scan_range(&self.path, range, types, part, sink)
+    }
+
+    fn visit_range(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        part: Part,
+        visit: &mut dyn FnMut(u64, &EventRef<'_>),
+    ) -> Result<(), StoreError> {
+        scan::visit_range(&self.path, range, types, part, visit)
     }
 
     fn scan_events(

@@ -7,15 +7,46 @@ use std::path::Path;
 use rusqlite::params;
 
 use super::{SCAN_BYTES, SCAN_CHUNK, decode_row, open_connection};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventRef, EventType};
 use crate::query::TimeRange;
-use crate::store::{ScanOrder, StoreError};
+use crate::store::segment;
+use crate::store::{Part, ScanOrder, StoreError};
 
 pub(super) fn scan_range(
     path: &Path,
     range: TimeRange,
     types: Option<&[EventType]>,
+    part: Part,
     sink: &mut dyn FnMut(u64, &[Event]),
+) -> Result<(), StoreError> {
+    for_each_segment(path, range, types, part, &mut |first_seq, data| {
+        sink(first_seq, &decode_row(first_seq as i64, data));
+    })
+}
+
+pub(super) fn visit_range(
+    path: &Path,
+    range: TimeRange,
+    types: Option<&[EventType]>,
+    part: Part,
+    visit: &mut dyn FnMut(u64, &EventRef<'_>),
+) -> Result<(), StoreError> {
+    let kinds: Option<Vec<&str>> = types.map(|ts| ts.iter().map(EventType::as_str).collect());
+    for_each_segment(path, range, types, part, &mut |first_seq, data| {
+        if let Err(reason) = segment::visit(data, first_seq, kinds.as_deref(), visit) {
+            tracing::warn!(first_seq, %reason, "skipping the rest of an unreadable segment");
+        }
+    })
+}
+
+/// Calls `each(first_seq, data)` for every segment that may hold events in
+/// `range` of one of `types`, in this `part`, in commit order.
+fn for_each_segment(
+    path: &Path,
+    range: TimeRange,
+    types: Option<&[EventType]>,
+    part: Part,
+    each: &mut dyn FnMut(u64, &[u8]),
 ) -> Result<(), StoreError> {
     let conn = open_connection(path).map_err(|e| StoreError::Read(e.to_string()))?;
     let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
@@ -29,6 +60,9 @@ pub(super) fn scan_range(
         .map_err(read)?;
     let wanted: Option<Vec<String>> = types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
     let mut after: i64 = 0;
+    // The part takes every `of`-th segment that can match (a segment's
+    // bytes are read only by the part that takes it).
+    let mut nth: u64 = 0;
     loop {
         let mut rows = stmt
             .query(params![after, range.to, range.from, SCAN_CHUNK as i64])
@@ -43,8 +77,12 @@ pub(super) fn scan_range(
                     continue;
                 }
             }
+            nth += 1;
+            if (nth - 1) % part.of.max(1) != part.index {
+                continue;
+            }
             let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-            sink(after as u64, &decode_row(after, data));
+            each(after as u64, data);
         }
         if rows_read < SCAN_CHUNK {
             return Ok(());
