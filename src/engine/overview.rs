@@ -2,7 +2,7 @@
 //! from the events themselves instead of the live rings: what
 //! `GET /api/metrics` and the WebSocket answer for a range the engine does
 //! not hold, with filters, or for a type beyond the engine's caps. The
-//! answer has the live engine's shape ([`Snapshot`]), so clients read both
+//! answer has the live engine's shape ([`Metrics`]), so clients read both
 //! alike.
 //!
 //! Fed in any order (a store scan gives commit order); bounded as the
@@ -15,11 +15,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use super::query::{groups, type_metrics};
 use super::stats::{Names, SummaryLimits, TypeSummary};
-use super::{
-    EngineConfig, FieldSeries, SeriesPoint, SeriesPointOut, Snapshot, TimeSeries, groups,
-    type_metrics,
-};
+use super::{EngineConfig, FieldSeries, Metrics, SeriesPoint, SeriesPointOut, TimeSeries};
 use crate::event::{Event, EventType};
 use crate::query::{Query, TimeRange};
 
@@ -143,7 +141,7 @@ impl<'q> Overview<'q> {
 
     /// The answer, in the live engine's shape. `total_events` is every
     /// stored event, whatever the selection.
-    pub fn finish(self, total_events: u64, now: i64) -> Snapshot {
+    pub fn finish(self, total_events: u64, now: i64) -> Metrics {
         let span = self.spec.span;
         let width = span.to.saturating_sub(span.from).max(1);
         let seconds = width as f64 / 1000.0;
@@ -205,7 +203,7 @@ impl<'q> Overview<'q> {
                     })
                     .collect(),
             });
-        Snapshot {
+        Metrics {
             version: 0,
             generated_at: now,
             total_events,

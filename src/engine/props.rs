@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::event::Timestamp;
 use crate::event::{Limits, parse_event};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -53,14 +54,14 @@ proptest! {
         engine.apply_committed(1, &events[..split], now);
         engine.apply_committed(split as u64 + 1, &events[split..], now);
 
-        let snapshot = engine.query(&Query::default(), now);
-        prop_assert_eq!(snapshot.total_events, events.len() as u64);
+        let answer = engine.query(&Query::default(), now);
+        prop_assert_eq!(answer.total_events, events.len() as u64);
         let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
         for e in &events {
             *by_type.entry(e.kind.to_string()).or_default() += 1;
         }
-        prop_assert_eq!(&snapshot.events_by_type, &by_type);
-        for t in &snapshot.types {
+        prop_assert_eq!(&answer.events_by_type, &by_type);
+        for t in &answer.types {
             for m in &t.measures {
                 let values: Vec<f64> = events.iter()
                     .filter(|e| e.kind.as_str() == t.name)
@@ -131,13 +132,13 @@ fn crowded_events(earliest: i64) -> impl Strategy<Value = Vec<Event>> {
 
 /// What must not depend on how events were grouped: everything but float sums
 /// (added in another order), which must agree closely.
-fn comparable(snapshot: &Snapshot) -> (String, Vec<f64>) {
+fn comparable(answer: &Metrics) -> (String, Vec<f64>) {
     let mut exact = format!(
         "{} {:?} {:?}",
-        snapshot.total_events, snapshot.events_by_type, snapshot.window_events
+        answer.total_events, answer.events_by_type, answer.window_events
     );
     let mut sums = Vec::new();
-    for t in &snapshot.types {
+    for t in &answer.types {
         exact += &format!(" {} {} {} {}", t.name, t.count, t.first_seen, t.last_seen);
         for m in &t.measures {
             exact += &format!(
@@ -150,7 +151,7 @@ fn comparable(snapshot: &Snapshot) -> (String, Vec<f64>) {
             exact += &format!(" {} {:?} {}", d.name, d.top, d.others);
         }
     }
-    for (kind, points) in &snapshot.time_series.points {
+    for (kind, points) in &answer.time_series.points {
         for p in points {
             exact += &format!(" {kind}@{}={}", p.ts_ms, p.count);
             sums.extend(p.measures.values().map(|b| b.sum));

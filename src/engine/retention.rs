@@ -23,8 +23,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Engine;
 use super::stats::{Names, SummaryLimits, TypeSummary};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, Timestamp};
 use crate::query::TimeRange;
 
 /// Epochs per retention.
@@ -264,5 +265,57 @@ impl Epochs {
             }
         }
         all
+    }
+}
+
+impl Engine {
+    /// The first half of forgetting what retention deleted: what to read
+    /// again from the store, outside the engine (see [`retention`]).
+    pub fn forget_plan(&self, cutoff: Timestamp) -> Option<Reread> {
+        let tracked = self.types.keys().cloned().collect();
+        self.epochs.as_ref()?.plan(
+            cutoff.millis(),
+            self.last_seq,
+            tracked,
+            self.config.all_time_limits(),
+        )
+    }
+
+    /// Forgets every event before `cutoff` after the store deleted them
+    /// (`deleted` of them): the all-time summaries become the merge of the
+    /// epochs left, with the parts `reread` gathered (events applied since
+    /// are read through `since`), and time slots wholly before the cutoff
+    /// are emptied. Costs about what was deleted, not what is kept.
+    pub fn forget_before(
+        &mut self,
+        cutoff: Timestamp,
+        deleted: u64,
+        reread: Option<Reread>,
+        since: &mut ReadSince<'_>,
+    ) {
+        let Some(epochs) = &mut self.epochs else {
+            return;
+        };
+        let cutoff = cutoff.millis();
+        let limits = self.config.all_time_limits();
+        epochs.forget_before(cutoff, reread, since, limits);
+        let mut all_time = epochs.all_time(limits);
+        self.types
+            .retain(|kind, state| match all_time.remove(kind) {
+                Some(summary) if summary.count > 0 => {
+                    state.all_time = summary;
+                    true
+                }
+                _ => false,
+            });
+        self.total = self.total.saturating_sub(deleted);
+        let tracked: u64 = self.types.values().map(|s| s.all_time.count).sum();
+        self.untracked = self.total.saturating_sub(tracked);
+        self.total = self.total.max(tracked);
+        self.seconds.clear_before(cutoff);
+        self.minutes.clear_before(cutoff);
+        self.minute_summaries.clear_before(cutoff);
+        self.hour_summaries.clear_before(cutoff);
+        self.version += 1;
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::event::Timestamp;
 use crate::event::{Limits, parse_event};
 use serde_json::json;
 
@@ -18,7 +19,7 @@ fn now() -> Timestamp {
     Timestamp::from_millis(NOW).unwrap()
 }
 
-fn type_of<'a>(s: &'a Snapshot, name: &str) -> &'a TypeMetrics {
+fn type_of<'a>(s: &'a Metrics, name: &str) -> &'a TypeMetrics {
     s.types.iter().find(|t| t.name == name).unwrap()
 }
 
@@ -264,7 +265,7 @@ fn committed_batches_apply_once() {
 }
 
 #[test]
-fn a_snapshot_restores_every_answer() {
+fn a_saved_state_restores_every_answer() {
     let mut engine = Engine::default();
     let events: Vec<_> = (0..500)
         .map(|i| {
@@ -276,7 +277,7 @@ fn a_snapshot_restores_every_answer() {
         })
         .collect();
     engine.apply_committed(1, &events, now());
-    let restored = Engine::from_snapshot(&engine.to_snapshot(), EngineConfig::default()).unwrap();
+    let restored = Engine::load_state(&engine.save_state(), EngineConfig::default()).unwrap();
     assert_eq!(restored.last_seq(), 500);
     for query in [
         Query::default(),
@@ -295,15 +296,15 @@ fn a_snapshot_restores_every_answer() {
             format!("{:?}", engine.query(&query, now()))
         );
     }
-    assert!(Engine::from_snapshot(b"garbage", EngineConfig::default()).is_err());
+    assert!(Engine::load_state(b"garbage", EngineConfig::default()).is_err());
 }
 
 /// A measure's count, sum (to 6 decimals), min, max and p99.
 type MeasureNumbers = (String, u64, f64, f64, f64, Option<f64>);
 
-/// The all-time numbers of a snapshot, per type and measure, that merging
+/// The all-time numbers of an answer, per type and measure, that merging
 /// cannot blur: counts, sums, min, max and quantiles.
-fn all_time_numbers(s: &Snapshot) -> Vec<(String, u64, Vec<MeasureNumbers>)> {
+fn all_time_numbers(s: &Metrics) -> Vec<(String, u64, Vec<MeasureNumbers>)> {
     s.types
         .iter()
         .map(|t| {

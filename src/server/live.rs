@@ -81,7 +81,7 @@ impl LiveEngine {
         f(&mut self.current())
     }
 
-    pub fn query(&self, query: &engine::Query) -> engine::Snapshot {
+    pub fn query(&self, query: &engine::Query) -> engine::Metrics {
         self.with(|engine| engine.query(query, Timestamp::now()))
     }
 
@@ -130,8 +130,8 @@ mod tests {
     }
 
     /// What the engine reports about type `b`, as text to compare.
-    fn metrics_of_b(snapshot: &engine::Snapshot) -> String {
-        let b = snapshot.types.iter().find(|t| t.name == "b");
+    fn metrics_of_b(answer: &engine::Metrics) -> String {
+        let b = answer.types.iter().find(|t| t.name == "b");
         format!("{:?}", b.map(|t| (t.count, &t.measures, &t.dimensions)))
     }
 

@@ -17,8 +17,8 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 use super::AppState;
 use super::access::TokenIn;
 use super::models::{ApiError, Metrics};
+use crate::engine;
 use crate::engine::overview::{Overview, OverviewSpec};
-use crate::engine::{self, Snapshot};
 use crate::event::{self, Event, EventType, Timestamp};
 use crate::query::parse::{parse_filter, time_spec};
 use crate::query::{self, Field, Filter, Op, TimeRange, TimeSpec};
@@ -286,7 +286,7 @@ impl MetricsParams {
 
 impl MetricsView {
     /// The metrics as of `now`. Blocking for a stored view (a store scan).
-    pub fn answer(&self, state: &AppState, now: Timestamp) -> Result<Snapshot, StoreError> {
+    pub fn answer(&self, state: &AppState, now: Timestamp) -> Result<engine::Metrics, StoreError> {
         match self {
             MetricsView::Live(query) => Ok(state.engine.query(query)),
             MetricsView::Stored(view) => view.answer(state, now),
@@ -380,7 +380,7 @@ impl StoredView {
     }
 
     /// Summarises the stored events of the view. Blocking.
-    pub fn answer(&self, state: &AppState, now: Timestamp) -> Result<Snapshot, StoreError> {
+    pub fn answer(&self, state: &AppState, now: Timestamp) -> Result<engine::Metrics, StoreError> {
         let mut selection = self.selection(now);
         let cutoff = state
             .config

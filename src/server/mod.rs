@@ -14,7 +14,7 @@ mod live;
 mod metrics;
 mod models;
 mod query;
-mod snapshot;
+mod saved_state;
 mod web;
 mod ws;
 
@@ -125,10 +125,11 @@ pub async fn run(
     };
     let loaded = {
         let (store, dir, engine_config) = (store.clone(), config.data_dir.clone(), config.engine);
-        tokio::task::spawn_blocking(move || snapshot::load(&dir, &*store, engine_config)).await??
+        tokio::task::spawn_blocking(move || saved_state::load(&dir, &*store, engine_config))
+            .await??
     };
     let total = loaded.engine.total();
-    let how = if loaded.from_snapshot {
+    let how = if loaded.from_saved_state {
         format!("saved state + {} newer events", loaded.replayed)
     } else {
         format!("{} events read", loaded.replayed)
@@ -210,7 +211,7 @@ pub async fn run(
     let _ = hub_task.await;
     let _ = maintenance_task.await;
     store.close().await;
-    if let Err(e) = maintenance.save_snapshot().await {
+    if let Err(e) = maintenance.save_state().await {
         tracing::warn!(
             "could not save the engine state (the next start reads the store instead): {e:#}"
         );
@@ -398,7 +399,7 @@ const KEYS_KEPT: Duration = Duration::from_secs(3600);
 const KEYS_PRUNE_EVERY: Duration = Duration::from_secs(300);
 
 /// How often the engine's state is saved when it changed.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+const SAVE_STATE_EVERY: Duration = Duration::from_secs(30);
 
 impl Maintenance {
     async fn run(self, stop: impl std::future::Future<Output = ()>) {
@@ -408,18 +409,18 @@ impl Maintenance {
             .map(|keep| (keep / 60).clamp(Duration::from_secs(1), Duration::from_secs(600)));
         let mut retention_tick =
             tokio::time::interval(retention_every.unwrap_or(Duration::from_secs(3600)));
-        let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
+        let mut save_tick = tokio::time::interval(SAVE_STATE_EVERY);
         let mut keys_tick = tokio::time::interval(KEYS_PRUNE_EVERY);
-        snapshot_tick.tick().await;
+        save_tick.tick().await;
         let mut saved_version = None;
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = retention_tick.tick(), if retention_every.is_some() => self.apply_retention().await,
-                _ = snapshot_tick.tick() => {
+                _ = save_tick.tick() => {
                     let version = self.engine.version();
                     if saved_version != Some(version) {
-                        match self.save_snapshot().await {
+                        match self.save_state().await {
                             Ok(()) => saved_version = Some(version),
                             Err(e) => tracing::warn!("could not save the engine state: {e:#}"),
                         }
@@ -476,7 +477,7 @@ impl Maintenance {
             })
         })
         .await??;
-        self.save_snapshot().await
+        self.save_state().await
     }
 
     /// Has the engine forget what retention deleted, reading again from the
@@ -505,7 +506,7 @@ impl Maintenance {
         .await?
     }
 
-    async fn save_snapshot(&self) -> anyhow::Result<()> {
+    async fn save_state(&self) -> anyhow::Result<()> {
         let (store, live, dir) = (
             self.store.clone(),
             self.engine.clone(),
@@ -513,8 +514,8 @@ impl Maintenance {
         );
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mark = store.mark()?;
-            let bytes = live.with(|engine| engine.to_snapshot());
-            snapshot::save(&dir, &bytes, mark)?;
+            let bytes = live.with(|engine| engine.save_state());
+            saved_state::save(&dir, &bytes, mark)?;
             Ok(())
         })
         .await?

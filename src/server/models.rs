@@ -392,8 +392,8 @@ pub(crate) fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-impl From<engine::Snapshot> for Metrics {
-    fn from(s: engine::Snapshot) -> Self {
+impl From<engine::Metrics> for Metrics {
+    fn from(s: engine::Metrics) -> Self {
         let step = s.time_series.step_ms;
         Self {
             total_events: s.total_events,

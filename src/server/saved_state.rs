@@ -22,7 +22,7 @@ pub fn path(dir: &Path) -> PathBuf {
 pub struct Loaded {
     pub engine: Engine,
     /// Whether a saved state was used.
-    pub from_snapshot: bool,
+    pub from_saved_state: bool,
     /// Events read from the store on top of it.
     pub replayed: u64,
 }
@@ -34,7 +34,7 @@ pub fn load(dir: &Path, store: &dyn Store, config: EngineConfig) -> anyhow::Resu
     let saved = std::fs::read(path(dir))
         .ok()
         .and_then(|bytes| decode(&bytes, mark, config));
-    let from_snapshot = saved.is_some();
+    let from_saved_state = saved.is_some();
     let mut engine = saved.unwrap_or_else(|| Engine::new(config));
     let now = Timestamp::now();
     let replayed = store.scan(engine.last_seq(), &mut |first, events| {
@@ -42,7 +42,7 @@ pub fn load(dir: &Path, store: &dyn Store, config: EngineConfig) -> anyhow::Resu
     })?;
     Ok(Loaded {
         engine,
-        from_snapshot,
+        from_saved_state,
         replayed,
     })
 }
@@ -54,7 +54,7 @@ fn decode(bytes: &[u8], mark: StoreMark, config: EngineConfig) -> Option<Engine>
         tracing::info!("the saved engine state predates a deletion; rebuilding from the store");
         return None;
     }
-    match Engine::from_snapshot(body, config) {
+    match Engine::load_state(body, config) {
         Ok(engine) if engine.last_seq() <= mark.max_seq => Some(engine),
         Ok(_) => {
             tracing::warn!(
