@@ -150,7 +150,7 @@ impl Engine {
                         per_second.len() - 1
                     }
                 };
-                per_second[at].1.add(event, &state.all_time);
+                per_second[at].1.add(*event, &state.all_time);
             }
             for (second, point) in &per_second {
                 for ring in [&mut self.seconds, &mut self.minutes] {

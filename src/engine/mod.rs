@@ -38,7 +38,7 @@ use stats::{Names, SummaryLimits, TypeSummary};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventType};
+use crate::event::EventType;
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -110,7 +110,7 @@ struct SeriesPoint {
 }
 
 impl SeriesPoint {
-    fn add(&mut self, event: &Event, summary: &TypeSummary) {
+    fn add<E: crate::event::EventFields + ?Sized>(&mut self, event: &E, summary: &TypeSummary) {
         self.count += 1;
         for (name, x) in event.measures() {
             let Some((key, _)) = summary.measures.get_key_value(name) else {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::query::{groups, type_metrics};
 use super::stats::{Names, SummaryLimits, TypeSummary};
 use super::{EngineConfig, FieldSeries, Metrics, SeriesPoint, SeriesPointOut, TimeSeries};
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventFields, EventType, Limits};
 use crate::query::{Query, TimeRange};
 
 /// Series points per type at most.
@@ -46,8 +46,8 @@ struct TypeAcc {
     summary: TypeSummary,
     /// Per series step (its start, ms).
     series: BTreeMap<i64, SeriesPoint>,
-    /// Per measure, the latest values in feeding order.
-    recent: BTreeMap<Arc<str>, VecDeque<f64>>,
+    /// Per measure, the latest values by sequence number.
+    recent: BTreeMap<Arc<str>, VecDeque<(u64, f64)>>,
 }
 
 /// Summarises the events a query selects: feed it, then [`Overview::finish`].
@@ -92,49 +92,88 @@ impl<'q> Overview<'q> {
         }
     }
 
-    /// Takes events in any order; those not selected are skipped.
-    pub fn add(&mut self, events: &[Event]) {
-        for event in events {
-            if !self.selection.matches(event)
-                || self.spec.kind.as_ref().is_some_and(|k| *k != event.kind)
-            {
+    /// Takes events in any order (the first is `first_seq`); those not
+    /// selected are skipped.
+    pub fn add(&mut self, first_seq: u64, events: &[Event]) {
+        for (i, event) in events.iter().enumerate() {
+            self.add_one(first_seq + i as u64, event);
+        }
+    }
+
+    /// Takes one event, owned or read in place from the store, with its
+    /// sequence number.
+    pub fn add_one<E: EventFields + ?Sized>(&mut self, seq: u64, event: &E) {
+        if !self.selection.matches(event)
+            || self
+                .spec
+                .kind
+                .as_ref()
+                .is_some_and(|k| k.as_str() != event.kind())
+        {
+            return;
+        }
+        self.matched += 1;
+        let tracked = self.types.len();
+        let acc = match self.types.get_mut(event.kind()) {
+            Some(acc) => acc,
+            None if tracked >= self.max_types => {
+                self.untracked += 1;
+                return;
+            }
+            None => {
+                let Ok(kind) = EventType::parse(event.kind(), &Limits::unbounded()) else {
+                    self.untracked += 1;
+                    return;
+                };
+                self.types.entry(kind).or_insert_with(|| TypeAcc {
+                    summary: TypeSummary::default(),
+                    series: BTreeMap::new(),
+                    recent: BTreeMap::new(),
+                })
+            }
+        };
+        acc.summary.add(event, &mut self.names, self.limits);
+        // Events beyond the series' span (ahead of now) are counted, not plotted.
+        let bucket = event.millis().div_euclid(self.step) * self.step;
+        if (self.start..=self.end).contains(&bucket) {
+            acc.series
+                .entry(bucket)
+                .or_default()
+                .add(event, &acc.summary);
+        }
+        for (name, x) in event.measures() {
+            let Some((key, _)) = acc.summary.measures.get_key_value(name) else {
+                continue;
+            };
+            let recent = acc.recent.entry(key.clone()).or_default();
+            keep_latest(recent, (seq, x), self.recent_values);
+        }
+    }
+
+    /// Joins what another overview of the same selection took (another
+    /// part of the stored segments, read in parallel).
+    pub fn merge(&mut self, other: Overview<'_>) {
+        self.matched += other.matched;
+        self.untracked += other.untracked;
+        for (kind, theirs) in other.types {
+            if !self.types.contains_key(&kind) && self.types.len() >= self.max_types {
+                self.untracked += theirs.summary.count;
                 continue;
             }
-            self.matched += 1;
-            let tracked = self.types.len();
-            let acc = match self.types.get_mut(&event.kind) {
-                Some(acc) => acc,
-                None if tracked >= self.max_types => {
-                    self.untracked += 1;
-                    continue;
-                }
-                None => self
-                    .types
-                    .entry(event.kind.clone())
-                    .or_insert_with(|| TypeAcc {
-                        summary: TypeSummary::default(),
-                        series: BTreeMap::new(),
-                        recent: BTreeMap::new(),
-                    }),
-            };
-            acc.summary.add(event, &mut self.names, self.limits);
-            // Events beyond the series' span (ahead of now) are counted, not plotted.
-            let bucket = event.timestamp.millis().div_euclid(self.step) * self.step;
-            if (self.start..=self.end).contains(&bucket) {
-                acc.series
-                    .entry(bucket)
-                    .or_default()
-                    .add(event, &acc.summary);
+            let mine = self.types.entry(kind).or_insert_with(|| TypeAcc {
+                summary: TypeSummary::default(),
+                series: BTreeMap::new(),
+                recent: BTreeMap::new(),
+            });
+            mine.summary.merge(&theirs.summary, self.limits);
+            for (bucket, point) in &theirs.series {
+                super::merge_point(mine.series.entry(*bucket).or_default(), point);
             }
-            for (name, x) in event.measures() {
-                let Some((key, _)) = acc.summary.measures.get_key_value(name) else {
-                    continue;
-                };
-                let recent = acc.recent.entry(key.clone()).or_default();
-                if recent.len() == self.recent_values {
-                    recent.pop_front();
+            for (name, values) in theirs.recent {
+                let recent = mine.recent.entry(name).or_default();
+                for value in values {
+                    keep_latest(recent, value, self.recent_values);
                 }
-                recent.push_back(x);
             }
         }
     }
@@ -223,7 +262,7 @@ impl<'q> Overview<'q> {
                     let fields = acc
                         .recent
                         .iter()
-                        .map(|(f, v)| (f.to_string(), v.iter().copied().collect()))
+                        .map(|(f, v)| (f.to_string(), v.iter().map(|(_, x)| *x).collect()))
                         .collect();
                     (k.to_string(), fields)
                 })
@@ -240,5 +279,37 @@ impl<'q> Overview<'q> {
             groups,
             field_series,
         }
+    }
+}
+
+/// Keeps the `n` values with the highest sequence numbers, in their order.
+fn keep_latest(recent: &mut VecDeque<(u64, f64)>, value: (u64, f64), n: usize) {
+    let at = recent.partition_point(|(seq, _)| *seq < value.0);
+    if recent.len() == n && at == 0 {
+        return;
+    }
+    recent.insert(at, value);
+    if recent.len() > n {
+        recent.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_latest;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn recent_values_are_the_latest_by_sequence_whatever_the_order_fed() {
+        let mut recent = VecDeque::new();
+        // Two parts' values interleaved out of order.
+        for seq in [5u64, 1, 9, 3, 7, 2, 8, 4, 6] {
+            keep_latest(&mut recent, (seq, seq as f64 * 10.0), 4);
+        }
+        assert_eq!(
+            recent.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![6, 7, 8, 9]
+        );
+        assert_eq!(recent.back(), Some(&(9, 90.0)));
     }
 }

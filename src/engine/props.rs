@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
-use crate::event::Timestamp;
+use crate::event::{Event, Timestamp};
 use crate::event::{Limits, parse_event};
 
 const NOW: i64 = 1_700_000_000_000;

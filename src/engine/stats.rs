@@ -8,7 +8,7 @@ use sketches_ddsketch::{Config, DDSketch};
 use smallvec::SmallVec;
 
 use super::topk::TopK;
-use crate::event::Event;
+use crate::event::{Event, EventFields};
 
 /// Count, sum, min and max of a set of numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -218,8 +218,13 @@ pub struct TypeSummary {
 }
 
 impl TypeSummary {
-    pub fn add(&mut self, event: &Event, names: &mut Names, limits: SummaryLimits) {
-        let ts = event.timestamp.millis();
+    pub fn add<E: EventFields + ?Sized>(
+        &mut self,
+        event: &E,
+        names: &mut Names,
+        limits: SummaryLimits,
+    ) {
+        let ts = event.millis();
         count_event(&mut self.count, &mut self.first_ts, &mut self.last_ts, ts);
         let tracked = self.measures.len() + self.dimensions.len();
         let mut room = limits.max_fields.saturating_sub(tracked);

@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::Timestamp;
+use crate::event::{Event, Timestamp};
 use crate::event::{Limits, parse_event};
 use serde_json::json;
 

@@ -221,6 +221,13 @@ impl EventType {
     }
 }
 
+/// Looked up by its text (its order, equality and hash are the text's).
+impl std::borrow::Borrow<str> for EventType {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

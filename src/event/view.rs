@@ -30,6 +30,10 @@ pub trait EventFields {
     fn value(&self, name: &str) -> Option<ValueRef<'_>>;
     /// Every value, sorted by name.
     fn for_each_value(&self, f: impl FnMut(&str, ValueRef<'_>));
+    /// The numeric values.
+    fn measures(&self) -> impl Iterator<Item = (&str, f64)>;
+    /// The text values.
+    fn dimensions(&self) -> impl Iterator<Item = (&str, &str)>;
 }
 
 impl EventFields for Event {
@@ -57,6 +61,14 @@ impl EventFields for Event {
         for (name, value) in &self.values {
             f(name, borrow(value));
         }
+    }
+
+    fn measures(&self) -> impl Iterator<Item = (&str, f64)> {
+        Event::measures(self)
+    }
+
+    fn dimensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        Event::dimensions(self)
     }
 }
 
@@ -92,5 +104,19 @@ impl EventFields for EventRef<'_> {
         for (name, value) in self.values {
             f(name, *value);
         }
+    }
+
+    fn measures(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.values.iter().filter_map(|(n, v)| match v {
+            ValueRef::Measure(x) => Some((*n, *x)),
+            ValueRef::Dimension(_) => None,
+        })
+    }
+
+    fn dimensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().filter_map(|(n, v)| match v {
+            ValueRef::Dimension(s) => Some((*n, *s)),
+            ValueRef::Measure(_) => None,
+        })
     }
 }

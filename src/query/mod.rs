@@ -275,6 +275,28 @@ impl Query {
         })
     }
 
+    /// The values the query reads by name (in filters, breakdowns and
+    /// statistics); besides them it reads only the measures.
+    pub fn names_read(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .filters
+            .iter()
+            .map(|f| &f.field)
+            .chain(self.by.iter().filter_map(|b| match b {
+                Breakdown::Field(f) => Some(f),
+                Breakdown::Time(_) => None,
+            }))
+            .filter_map(|f| match f {
+                Field::Value(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .chain(self.stats.iter().map(|s| s.field.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Whether an event is one the query is about.
     pub fn matches<E: EventFields + ?Sized>(&self, event: &E) -> bool {
         self.range.contains(event.millis()) && self.filters.iter().all(|f| f.matches(event))

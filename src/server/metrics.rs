@@ -408,14 +408,38 @@ impl StoredView {
             top: self.top,
         };
         let total = state.engine.with(|e| e.total());
-        let mut overview = Overview::new(&selection, spec, &state.config.engine);
         let types = selection.types();
-        state.store.scan_range(
-            selection.range,
-            types.as_deref(),
-            Part::ALL,
-            &mut |_, events| overview.add(events),
-        )?;
+        // A part of the segments a thread, merged at the end.
+        let parts = std::thread::scope(|scope| {
+            let workers: Vec<_> = Part::split(2)
+                .map(|part| {
+                    let (selection, spec, types) = (&selection, spec.clone(), types.as_deref());
+                    scope.spawn(move || {
+                        let mut overview = Overview::new(selection, spec, &state.config.engine);
+                        state
+                            .store
+                            .visit_range(selection.range, types, None, part, &mut |seq, event| {
+                                overview.add_one(seq, event)
+                            })
+                            .map(|()| overview)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(StoreError::Read("a scan failed".into())))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut parts = parts.into_iter();
+        let mut overview = parts
+            .next()
+            .unwrap_or_else(|| Overview::new(&selection, spec, &state.config.engine));
+        for part in parts {
+            overview.merge(part);
+        }
         Ok(overview.finish(total, now.millis()))
     }
 }

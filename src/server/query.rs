@@ -128,17 +128,23 @@ impl QueryApi {
         }
         let answer = tokio::task::spawn_blocking(move || {
             let types = query.types();
+            let names = query.names_read();
             // A part of the segments a thread, merged at the end.
             let parts = std::thread::scope(|scope| {
                 let workers: Vec<_> = Part::split(SCAN_THREADS)
                     .map(|part| {
                         let (store, query, types) = (&store, &query, types.as_deref());
+                        let names = &names;
                         scope.spawn(move || {
                             let mut exec = Executor::new(query);
                             store
-                                .visit_range(query.range, types, part, &mut |_, event| {
-                                    exec.add_one(event)
-                                })
+                                .visit_range(
+                                    query.range,
+                                    types,
+                                    Some(names),
+                                    part,
+                                    &mut |_, event| exec.add_one(event),
+                                )
                                 .map(|()| exec)
                         })
                     })

@@ -134,11 +134,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// As [`Store::scan_range`], but each event is read in place, without
-    /// being copied (`visit(seq, event)`): the fast way to read many.
+    /// being copied (`visit(seq, event)`): the fast way to read many. With
+    /// `dimensions`, events carry only those dimensions (and every measure).
     fn visit_range(
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
+        dimensions: Option<&[&str]>,
         part: Part,
         visit: &mut dyn FnMut(u64, &EventRef<'_>),
     ) -> Result<(), StoreError>;

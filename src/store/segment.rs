@@ -179,11 +179,13 @@ pub fn decode(mut data: &[u8]) -> Result<Vec<Event>, String> {
 /// Calls `visit(seq, event)` for every event of a segment whose first
 /// event is `first_seq`, each read in place from `data` (nothing is
 /// allocated per event). With `kinds`, events of other types are skipped
-/// unread. Stops at the first corrupt byte.
+/// unread; with `dimensions`, only those dimensions are read (measures
+/// always are). Stops at the first corrupt byte.
 pub fn visit(
     data: &[u8],
     first_seq: u64,
     kinds: Option<&[&str]>,
+    dimensions: Option<&[&str]>,
     visit: &mut dyn FnMut(u64, &EventRef<'_>),
 ) -> Result<(), String> {
     let mut visitor = Visitor {
@@ -198,7 +200,7 @@ pub fn visit(
         visitor.bytes.clear();
         visitor.strs.clear();
         visitor
-            .chunk(&mut seq, kinds, visit)
+            .chunk(&mut seq, kinds, dimensions, visit)
             .map_err(|what| format!("corrupt segment at byte {}: {what}", visitor.at))?;
     }
     Ok(())
@@ -304,6 +306,7 @@ impl<'a> Visitor<'a> {
         &mut self,
         seq: &mut u64,
         kinds: Option<&[&str]>,
+        dimensions: Option<&[&str]>,
         visit: &mut dyn FnMut(u64, &EventRef<'_>),
     ) -> Result<(), &'static str> {
         if self.data.get(self.at) != Some(&VERSION) {
@@ -340,6 +343,11 @@ impl<'a> Visitor<'a> {
                     }
                     Some(TAG_TEXT) => {
                         self.at += 1;
+                        if dimensions.is_some_and(|ds| !ds.contains(&name)) {
+                            // Not asked about: passed over, never checked.
+                            self.string()?;
+                            continue;
+                        }
                         ValueRef::Dimension(self.str()?)
                     }
                     _ => return Err("unknown value tag"),
@@ -635,7 +643,7 @@ mod tests {
         let mut data = encode(&events[..20]);
         data.extend(&encode(&events[20..]));
         let mut seen = Vec::new();
-        visit(&data.data, 100, None, &mut |seq, e| {
+        visit(&data.data, 100, None, None, &mut |seq, e| {
             use crate::event::EventFields;
             let owned = &events[(seq - 100) as usize];
             assert_eq!(e.millis(), owned.millis());
@@ -650,17 +658,35 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, (100..150).collect::<Vec<_>>());
-        assert!(visit(&data.data[..data.data.len() - 3], 0, None, &mut |_, _| {}).is_err());
+        assert!(
+            visit(
+                &data.data[..data.data.len() - 3],
+                0,
+                None,
+                None,
+                &mut |_, _| {}
+            )
+            .is_err()
+        );
         // Skipping types keeps the dictionary right for the events after.
         use crate::event::EventFields;
         let mut kinds = Vec::new();
-        visit(&data.data, 0, Some(&["t1"]), &mut |seq, e| {
-            assert_eq!(events[seq as usize].kind.as_str(), e.kind);
-            kinds.push(e.kind.to_string());
-            let mut values = 0;
-            e.for_each_value(|_, _| values += 1);
-            assert_eq!(values, 3);
-        })
+        visit(
+            &data.data,
+            0,
+            Some(&["t1"]),
+            Some(&["zz"]),
+            &mut |seq, e| {
+                assert_eq!(events[seq as usize].kind.as_str(), e.kind);
+                kinds.push(e.kind.to_string());
+                let mut values = 0;
+                e.for_each_value(|_, _| values += 1);
+                assert_eq!(
+                    values, 2,
+                    "the measures a and c; the dimension b is not asked for"
+                );
+            },
+        )
         .unwrap();
         assert_eq!(kinds.len(), 17);
     }

@@ -409,10 +409,11 @@ impl Store for SqliteStore {
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
+        dimensions: Option<&[&str]>,
         part: Part,
         visit: &mut dyn FnMut(u64, &EventRef<'_>),
     ) -> Result<(), StoreError> {
-        scan::visit_range(&self.path, range, types, part, visit)
+        scan::visit_range(&self.path, range, types, dimensions, part, visit)
     }
 
     fn scan_events(

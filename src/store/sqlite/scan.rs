@@ -28,12 +28,13 @@ pub(super) fn visit_range(
     path: &Path,
     range: TimeRange,
     types: Option<&[EventType]>,
+    dimensions: Option<&[&str]>,
     part: Part,
     visit: &mut dyn FnMut(u64, &EventRef<'_>),
 ) -> Result<(), StoreError> {
     let kinds: Option<Vec<&str>> = types.map(|ts| ts.iter().map(EventType::as_str).collect());
     for_each_segment(path, range, types, part, &mut |first_seq, data| {
-        if let Err(reason) = segment::visit(data, first_seq, kinds.as_deref(), visit) {
+        if let Err(reason) = segment::visit(data, first_seq, kinds.as_deref(), dimensions, visit) {
             tracing::warn!(first_seq, %reason, "skipping the rest of an unreadable segment");
         }
     })
