@@ -183,6 +183,8 @@ best_ms() { # best of 3 wall times of a POST
   echo "$best"
 }
 start_rta "$WORK/query"
+# One end for both loaders, so both hold the same events.
+export QUERY_END_MS=$(( $(date +%s) * 1000 ))
 "$CLIENT" query-data rta "http://127.0.0.1:$RTA_PORT" "$N_QUERY" 2>"$WORK/qload-rta.txt"
 rss_load=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RTA_PID/status")
 start_clickhouse "$WORK/clickhouse"
@@ -208,7 +210,7 @@ done
 view_ms() {
   local best=
   for _ in 1 2 3; do
-    t=$(curl -sS -o /dev/null -w '%{time_total}' "$1")
+    t=$(curl -sSf -o /dev/null -w '%{time_total}' "$1")
     best=$(awk -v t="$t" -v b="$best" 'BEGIN {ms = t * 1000; if (b == "" || ms < b) b = ms; printf "%.0f", b}')
   done
   echo "$best"

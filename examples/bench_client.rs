@@ -141,9 +141,13 @@ fn bench_event(i: u64, count: u64, end_ms: i64) -> BenchEvent {
 
 async fn query_data(target: &str, url: &str, count: u64) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let end_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    // The same end for every loader of one run (bench/run.sh sets it).
+    let end_ms = match std::env::var("QUERY_END_MS") {
+        Ok(ms) => ms.parse()?,
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64,
+    };
     let started = Instant::now();
     const BATCH: u64 = 20_000;
     let clickhouse = match target {

@@ -48,6 +48,19 @@ impl Engine {
                 return None;
             }
         }
+        // Without a breakdown by type, one group holds every measure: no
+        // more than a scan's group keeps.
+        if !by_type {
+            let mut names: Vec<&str> = selected
+                .iter()
+                .flat_map(|(_, st)| st.all_time.measures.keys().map(|k| &**k))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            if names.len() >= crate::query::exec::MAX_GROUP_MEASURES {
+                return None;
+            }
+        }
         let mut exec = Executor::new(query);
         for (kind, state) in selected {
             let s = &state.all_time;

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use super::query::{groups, type_metrics};
+use super::query::{dense, groups, type_metrics};
 use super::stats::{Names, SummaryLimits, TypeSummary};
-use super::{EngineConfig, FieldSeries, Metrics, SeriesPoint, SeriesPointOut, TimeSeries};
+use super::{EngineConfig, FieldSeries, Metrics, SeriesPoint, TimeSeries};
 use crate::event::{Event, EventFields, EventType, Limits};
 use crate::query::{Query, TimeRange};
 
@@ -150,6 +150,16 @@ impl<'q> Overview<'q> {
         }
     }
 
+    /// Whether it met more types, or a type more fields, than it keeps:
+    /// then which it kept depends on the order events came in, and parts
+    /// read in parallel may disagree (the caller reads again in one part).
+    pub fn capped(&self) -> bool {
+        self.untracked > 0
+            || self.types.values().any(|a| {
+                a.summary.measures.len() + a.summary.dimensions.len() >= self.limits.max_fields
+            })
+    }
+
     /// Joins what another overview of the same selection took (another
     /// part of the stored segments, read in parallel).
     pub fn merge(&mut self, other: Overview<'_>) {
@@ -185,27 +195,8 @@ impl<'q> Overview<'q> {
         let width = span.to.saturating_sub(span.from).max(1);
         let seconds = width as f64 / 1000.0;
         let (start, end) = (self.start, self.end);
-        let dense = |series: &BTreeMap<i64, SeriesPoint>| -> Vec<SeriesPointOut> {
-            let steps = (end - start) / self.step;
-            (0..=steps)
-                .map(|i| {
-                    let ts = start + i * self.step;
-                    let p = series.get(&ts);
-                    SeriesPointOut {
-                        ts_ms: ts,
-                        count: p.map_or(0, |p| p.count),
-                        measures: p
-                            .map(|p| {
-                                p.measures
-                                    .iter()
-                                    .map(|(n, b)| (n.to_string(), *b))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                    }
-                })
-                .collect()
-        };
+        let step = self.step;
+        let dense = |series: &BTreeMap<i64, SeriesPoint>| dense(series, start, end, step);
         let top = self.spec.top;
         let types = self
             .types

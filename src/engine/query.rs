@@ -199,27 +199,7 @@ impl Engine {
         }
         let points = per_type
             .into_iter()
-            .map(|(kind, buckets)| {
-                let dense = (0..=((end - start) / step))
-                    .map(|i| {
-                        let ts = start + i * step;
-                        let p = buckets.get(&ts);
-                        SeriesPointOut {
-                            ts_ms: ts,
-                            count: p.map_or(0, |p| p.count),
-                            measures: p
-                                .map(|p| {
-                                    p.measures
-                                        .iter()
-                                        .map(|(n, b)| (n.to_string(), *b))
-                                        .collect()
-                                })
-                                .unwrap_or_default(),
-                        }
-                    })
-                    .collect();
-                (kind.to_string(), dense)
-            })
+            .map(|(kind, buckets)| (kind.to_string(), dense(&buckets, start, end, step)))
             .collect();
         TimeSeries {
             step_ms: step,
@@ -227,6 +207,34 @@ impl Engine {
             points,
         }
     }
+}
+
+/// One point per step from `start` to `end` (both step starts), empty
+/// steps included.
+pub(super) fn dense(
+    buckets: &BTreeMap<i64, SeriesPoint>,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Vec<SeriesPointOut> {
+    (0..=((end - start) / step))
+        .map(|i| {
+            let ts = start + i * step;
+            let p = buckets.get(&ts);
+            SeriesPointOut {
+                ts_ms: ts,
+                count: p.map_or(0, |p| p.count),
+                measures: p
+                    .map(|p| {
+                        p.measures
+                            .iter()
+                            .map(|(n, b)| (n.to_string(), *b))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// The step for a series over `window`: as asked (at least 1 s), else about

@@ -14,7 +14,7 @@ use crate::engine::topk::TopK;
 use crate::event::Text;
 
 /// Fields tracked per group when every measure is shown.
-const MAX_FIELDS: usize = 256;
+pub(super) const MAX_FIELDS: usize = 256;
 /// Values tracked per dimension for `top`.
 const TOP_TRACKED: usize = 100;
 /// Values listed per dimension for `top`.
@@ -27,7 +27,9 @@ type Distinct = CardinalityEstimator<str>;
 #[derive(Debug, Clone, Default)]
 pub(super) struct MeasureAcc {
     basic: Basic,
-    last: Option<(i64, f64)>,
+    /// The latest value: by time, then by sequence number (the later
+    /// stored of two at the same millisecond).
+    last: Option<(i64, u64, f64)>,
     pub(super) full: Option<MeasureStats>,
 }
 
@@ -37,15 +39,16 @@ impl MeasureAcc {
     pub(super) fn from_stats(stats: &MeasureStats, quantiles: bool) -> Self {
         Self {
             basic: stats.basic,
-            last: (stats.basic.count > 0).then_some((stats.last_ts, stats.last)),
+            // The engine kept the later stored of equal times; its number is not kept.
+            last: (stats.basic.count > 0).then_some((stats.last_ts, 0, stats.last)),
             full: quantiles.then(|| stats.clone()),
         }
     }
 
-    pub(super) fn add(&mut self, x: f64, ts: i64) {
+    pub(super) fn add(&mut self, x: f64, ts: i64, seq: u64) {
         self.basic.add(x);
-        if self.last.is_none_or(|(at, _)| ts >= at) {
-            self.last = Some((ts, x));
+        if self.last.is_none_or(|(at, n, _)| (ts, seq) >= (at, n)) {
+            self.last = Some((ts, seq, x));
         }
         if let Some(full) = &mut self.full {
             full.add(x, ts);
@@ -54,10 +57,10 @@ impl MeasureAcc {
 
     fn merge(&mut self, other: &MeasureAcc) {
         self.basic.merge(&other.basic);
-        if let Some((ts, x)) = other.last
-            && self.last.is_none_or(|(at, _)| ts >= at)
+        if let Some((ts, seq, x)) = other.last
+            && self.last.is_none_or(|(at, n, _)| (ts, seq) >= (at, n))
         {
-            self.last = Some((ts, x));
+            self.last = Some((ts, seq, x));
         }
         match (&mut self.full, &other.full) {
             (Some(mine), Some(theirs)) => mine.merge(theirs),
@@ -77,7 +80,7 @@ impl MeasureAcc {
             Stat::Min => Some(b.min),
             Stat::Max => Some(b.max),
             Stat::Mean => b.mean(),
-            Stat::Last => self.last.map(|(_, x)| x),
+            Stat::Last => self.last.map(|(_, _, x)| x),
             other => {
                 let q = other.quantile()?;
                 self.full

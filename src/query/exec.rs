@@ -22,6 +22,8 @@ pub const MAX_GROUPS: usize = 100_000;
 /// Groups at most when sketches (quantiles, distinct counts, top values) are
 /// asked for: each can take a few KiB.
 pub const MAX_SKETCHED_GROUPS: usize = 10_000;
+/// Measures a group keeps; further ones are ignored.
+pub const MAX_GROUP_MEASURES: usize = super::acc::MAX_FIELDS;
 /// Statistics kept in all, over every group: a cheap one is a few dozen
 /// bytes, so this bounds a plain answer to some tens of MiB.
 pub const MAX_CELLS: usize = 1_000_000;
@@ -155,6 +157,8 @@ pub struct Executor<'q> {
     /// Statistics kept, and how many of them are sketches.
     cells: usize,
     sketches: usize,
+    /// Events given by `add`, which numbers them.
+    fed: u64,
     /// The texts of the groups' keys, shared by every event that names them.
     texts: std::collections::HashSet<Text, foldhash::fast::RandomState>,
 }
@@ -189,24 +193,28 @@ impl<'q> Executor<'q> {
             cells: 0,
             sketches: 0,
             texts: Default::default(),
+            fed: 0,
         }
     }
 
     /// Takes events in any order; those the query is not about are skipped.
     pub fn add(&mut self, events: &[Event]) {
         for event in events {
-            self.add_one(event);
+            // In the order given: later ones count as stored later.
+            self.fed += 1;
+            self.add_one(self.fed, event);
         }
     }
 
-    /// Takes one event, owned or read in place from the store.
-    pub fn add_one<E: EventFields + ?Sized>(&mut self, event: &E) {
+    /// Takes one event, owned or read in place from the store, with its
+    /// sequence number (which of equal times is later).
+    pub fn add_one<E: EventFields + ?Sized>(&mut self, seq: u64, event: &E) {
         if self.failed.is_none() && self.query.matches(event) {
-            self.add_matching(event);
+            self.add_matching(seq, event);
         }
     }
 
-    fn add_matching<E: EventFields + ?Sized>(&mut self, event: &E) {
+    fn add_matching<E: EventFields + ?Sized>(&mut self, seq: u64, event: &E) {
         self.matched += 1;
         let key = self.key(event);
         let groups = self.groups.len();
@@ -227,7 +235,7 @@ impl<'q> Executor<'q> {
             if let ValueRef::Measure(x) = value
                 && let Some(m) = measure_acc(acc, name, plan.quantiles(name))
             {
-                m.add(x, ts);
+                m.add(x, ts, seq);
             }
         });
         for name in &plan.dimensions {
@@ -242,6 +250,20 @@ impl<'q> Executor<'q> {
             .filter(|(_, m)| m.full.is_some())
             .count()
             + (acc.dimensions.len() - before.1);
+        self.check_limits();
+    }
+
+    /// Whether a group met more measures than it keeps: then which ones it
+    /// kept depends on the order events came in, and parts read in
+    /// parallel may disagree (the caller reads again in one part).
+    pub fn capped(&self) -> bool {
+        self.groups
+            .values()
+            .any(|a| a.measures.len() >= MAX_GROUP_MEASURES)
+    }
+
+    /// Fails the query once it keeps more statistics or sketches than allowed.
+    fn check_limits(&mut self) {
         if self.cells > MAX_CELLS {
             self.failed = Some(ExecError::TooLarge(MAX_CELLS, "measures over all groups"));
         } else if self.sketches > MAX_SKETCHES {
@@ -271,25 +293,24 @@ impl<'q> Executor<'q> {
                     return;
                 }
                 None => {
-                    self.cells += acc.measures.len() + acc.dimensions.len();
-                    self.sketches += acc
-                        .measures
-                        .iter()
-                        .filter(|(_, m)| m.full.is_some())
-                        .count()
-                        + acc.dimensions.len();
                     self.groups.insert(key, acc);
                 }
             }
         }
-        if self.cells > MAX_CELLS {
-            self.failed = Some(ExecError::TooLarge(MAX_CELLS, "measures over all groups"));
-        } else if self.sketches > MAX_SKETCHES {
-            self.failed = Some(ExecError::TooLarge(
-                MAX_SKETCHES,
-                "quantile sketches and distinct counts",
-            ));
-        }
+        // Counted again: merged groups may hold more than either part's.
+        self.cells = self
+            .groups
+            .values()
+            .map(|a| a.measures.len() + a.dimensions.len())
+            .sum();
+        self.sketches = self
+            .groups
+            .values()
+            .map(|a| {
+                a.measures.iter().filter(|(_, m)| m.full.is_some()).count() + a.dimensions.len()
+            })
+            .sum();
+        self.check_limits();
     }
 
     /// Takes a whole group already summed elsewhere (the live engine's

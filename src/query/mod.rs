@@ -278,8 +278,16 @@ impl Query {
     /// The values the query reads by name (in filters, breakdowns and
     /// statistics); besides them it reads only the measures.
     pub fn names_read(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .filters
+        let mut names: Vec<&str> = self.values_named().collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Every value the query names, in filters, breakdowns and statistics
+    /// (repeats included).
+    fn values_named(&self) -> impl Iterator<Item = &str> {
+        self.filters
             .iter()
             .map(|f| &f.field)
             .chain(self.by.iter().filter_map(|b| match b {
@@ -291,10 +299,6 @@ impl Query {
                 _ => None,
             })
             .chain(self.stats.iter().map(|s| s.field.as_str()))
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
     }
 
     /// Whether an event is one the query is about.
@@ -493,20 +497,7 @@ impl Query {
                 }
             ));
         }
-        let named = self
-            .filters
-            .iter()
-            .map(|f| &f.field)
-            .chain(self.by.iter().filter_map(|b| match b {
-                Breakdown::Field(f) => Some(f),
-                Breakdown::Time(_) => None,
-            }))
-            .filter_map(|f| match f {
-                Field::Value(name) => Some(name.as_str()),
-                _ => None,
-            })
-            .chain(self.stats.iter().map(|s| s.field.as_str()));
-        for name in named {
+        for name in self.values_named() {
             let known = concerned.iter().any(|(_, f)| {
                 f.measures.iter().any(|m| m == name) || f.dimensions.iter().any(|d| d == name)
             });

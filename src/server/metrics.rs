@@ -409,30 +409,27 @@ impl StoredView {
         };
         let total = state.engine.with(|e| e.total());
         let types = selection.types();
-        // A part of the segments a thread, merged at the end.
-        let parts = std::thread::scope(|scope| {
-            let workers: Vec<_> = Part::split(2)
-                .map(|part| {
-                    let (selection, spec, types) = (&selection, spec.clone(), types.as_deref());
-                    scope.spawn(move || {
-                        let mut overview = Overview::new(selection, spec, &state.config.engine);
-                        state
-                            .store
-                            .visit_range(selection.range, types, None, part, &mut |seq, event| {
-                                overview.add_one(seq, event)
-                            })
-                            .map(|()| overview)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(StoreError::Read("a scan failed".into())))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })?;
+        // A part of the segments a thread, merged at the end; read again in
+        // one part when the parts may have kept different types or fields.
+        let scan = |of: u64| {
+            Part::in_parallel(of, |part| {
+                let mut overview = Overview::new(&selection, spec.clone(), &state.config.engine);
+                state
+                    .store
+                    .visit_range(
+                        selection.range,
+                        types.as_deref(),
+                        None,
+                        part,
+                        &mut |seq, event| overview.add_one(seq, event),
+                    )
+                    .map(|()| overview)
+            })
+        };
+        let mut parts = scan(2)?;
+        if parts.iter().any(Overview::capped) {
+            parts = scan(1)?;
+        }
         let mut parts = parts.into_iter();
         let mut overview = parts
             .next()

@@ -23,7 +23,7 @@ use crate::event::Timestamp;
 use crate::query::exec::{Answer, Executor, KeyValue, Row, StatValue};
 use crate::query::parse::QueryText;
 use crate::query::{Query, TimeRange};
-use crate::store::{Part, StoreError};
+use crate::store::Part;
 
 /// Threads a scan is split between (the machines rta runs on have few cores).
 const SCAN_THREADS: u64 = 2;
@@ -126,38 +126,32 @@ impl QueryApi {
             let answer = answer.map_err(|e| Failure::Bad(e.to_string()))?;
             return Ok(QueryOut::new(answer, asked, total));
         }
+        // Scans run a few at a time (each takes two threads).
+        let _permit = self.state.stored_answers.acquire().await.ok();
         let answer = tokio::task::spawn_blocking(move || {
             let types = query.types();
             let names = query.names_read();
-            // A part of the segments a thread, merged at the end.
-            let parts = std::thread::scope(|scope| {
-                let workers: Vec<_> = Part::split(SCAN_THREADS)
-                    .map(|part| {
-                        let (store, query, types) = (&store, &query, types.as_deref());
-                        let names = &names;
-                        scope.spawn(move || {
-                            let mut exec = Executor::new(query);
-                            store
-                                .visit_range(
-                                    query.range,
-                                    types,
-                                    Some(names),
-                                    part,
-                                    &mut |_, event| exec.add_one(event),
-                                )
-                                .map(|()| exec)
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| {
-                        w.join()
-                            .unwrap_or_else(|_| Err(StoreError::Read("a scan failed".into())))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+            // A part of the segments a thread, merged at the end; read again
+            // in one part when the parts may have kept different fields.
+            let scan = |of: u64| {
+                Part::in_parallel(of, |part| {
+                    let mut exec = Executor::new(&query);
+                    store
+                        .visit_range(
+                            query.range,
+                            types.as_deref(),
+                            Some(&names),
+                            part,
+                            &mut |seq, event| exec.add_one(seq, event),
+                        )
+                        .map(|()| exec)
+                })
+                .map_err(|e| Failure::Unavailable(e.to_string()))
+            };
+            let mut parts = scan(SCAN_THREADS)?;
+            if parts.iter().any(Executor::capped) {
+                parts = scan(1)?;
+            }
             let mut parts = parts.into_iter();
             let mut exec = parts.next().unwrap_or_else(|| Executor::new(&query));
             for part in parts {

@@ -58,8 +58,10 @@ pub enum Appended {
     },
 }
 
-/// One of `of` disjoint shares of the stored segments; together they hold
-/// every segment once.
+/// One of `of` disjoint shares of the stored events, by sequence number:
+/// blocks of [`Part::BLOCK`] consecutive numbers are dealt out in turn.
+/// Sequence numbers never change (retention keeps them), so the parts hold
+/// every event exactly once, whatever is deleted while they are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Part {
     pub index: u64,
@@ -68,11 +70,49 @@ pub struct Part {
 
 impl Part {
     pub const ALL: Part = Part { index: 0, of: 1 };
+    /// Sequence numbers per block: large beside a stored segment, so few
+    /// segments straddle two parts (those are read by both, each taking
+    /// its own events).
+    pub const BLOCK: u64 = 1 << 18;
+
+    /// Whether the event numbered `seq` is this part's.
+    pub fn owns(&self, seq: u64) -> bool {
+        self.of <= 1 || (seq / Self::BLOCK) % self.of == self.index
+    }
+
+    /// Whether any of the events `first..=last` is this part's.
+    pub fn owns_any(&self, first: u64, last: u64) -> bool {
+        let (a, b) = (first / Self::BLOCK, last / Self::BLOCK);
+        self.of <= 1 || b - a + 1 >= self.of || (a..=b).any(|block| block % self.of == self.index)
+    }
 
     /// The `of` parts that make up the whole.
     pub fn split(of: u64) -> impl Iterator<Item = Part> {
         let of = of.max(1);
         (0..of).map(move |index| Part { index, of })
+    }
+
+    /// Runs `work` on each of `of` parts at once, a thread each, and
+    /// returns what each gave, in part order. Blocking.
+    pub fn in_parallel<T: Send>(
+        of: u64,
+        work: impl Fn(Part) -> Result<T, StoreError> + Sync,
+    ) -> Result<Vec<T>, StoreError> {
+        std::thread::scope(|scope| {
+            let work = &work;
+            let workers: Vec<_> = Part::split(of)
+                .map(|part| scope.spawn(move || work(part)))
+                .collect();
+            // Every thread joined before any result is looked at.
+            let results: Vec<_> = workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(StoreError::Read("a reading thread failed".into())))
+                })
+                .collect();
+            results.into_iter().collect()
+        })
     }
 }
 
@@ -172,4 +212,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finishes pending writes and stops accepting new ones.
     async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Part;
+
+    #[test]
+    fn parts_own_every_event_once_and_read_only_segments_holding_theirs() {
+        let b = Part::BLOCK;
+        for of in 1..=4u64 {
+            let parts: Vec<Part> = Part::split(of).collect();
+            for seq in [0, 1, b - 1, b, b + 1, 2 * b, 7 * b + 3, u64::MAX / 2] {
+                assert_eq!(
+                    parts.iter().filter(|p| p.owns(seq)).count(),
+                    1,
+                    "seq {seq} among {of} parts"
+                );
+            }
+            // A segment is read by a part exactly when it holds one of its events.
+            for (first, last) in [(1, 10), (b - 5, b + 5), (b, 3 * b), (5 * b + 1, 5 * b + 2)] {
+                for part in &parts {
+                    let holds = (first..=last)
+                        .step_by(1 + (last - first) as usize / 64)
+                        .chain([last])
+                        .any(|s| part.owns(s));
+                    assert_eq!(
+                        part.owns_any(first, last),
+                        holds,
+                        "{part:?} {first}..={last}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -317,7 +317,11 @@ impl<'a> Visitor<'a> {
         let min_ts = unzigzag(self.varint()?);
         for _ in 0..count {
             let offset = i64::try_from(self.varint()?).map_err(|_| "timestamp out of range")?;
-            let millis = min_ts.checked_add(offset).ok_or("timestamp out of range")?;
+            let millis = min_ts
+                .checked_add(offset)
+                .and_then(Timestamp::from_millis)
+                .ok_or("timestamp out of range")?
+                .millis();
             let kind = self.str()?;
             if kinds.is_some_and(|ks| !ks.contains(&kind)) {
                 self.skip_event()?;
@@ -761,6 +765,8 @@ mod tests {
             #[test]
             fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
                 let _ = decode(&bytes);
+                let _ = visit(&bytes, 0, None, None, &mut |_, _| {});
+                let _ = visit(&bytes, 0, Some(&["a"]), Some(&[]), &mut |_, _| {});
             }
         }
     }

@@ -199,3 +199,38 @@ pub fn measure<'a>(type_metrics: &'a Value, name: &str) -> &'a Value {
         .and_then(|m| m.iter().find(|m| m["name"] == name))
         .unwrap_or_else(|| panic!("measure {name} in {type_metrics}"))
 }
+
+/// A WebSocket client of the test server.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message, as JSON (within 10 s).
+pub async fn next_json(ws: &mut Socket) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+            return serde_json::from_str(&text).expect("JSON");
+        }
+    }
+}
+
+/// The fixture's events (3,000, 2023-04-01 08:00 to 11:20).
+pub fn fixture_events() -> Vec<Value> {
+    std::fs::read_to_string(crate::cli::fixture("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// An RFC 3339 time in milliseconds.
+pub fn ts_millis(t: &str) -> i64 {
+    t.parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap()
+        .timestamp_millis()
+}

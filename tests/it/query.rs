@@ -8,16 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::cli::{fixture, rta, text};
-use crate::helpers::TestServer;
-
-/// The fixture's events (3,000, 2023-04-01 08:00 to 11:20).
-fn fixture_events() -> Vec<Value> {
-    std::fs::read_to_string(fixture("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use crate::helpers::{TestServer, fixture_events, ts_millis};
 
 async fn loaded(args: &[&str]) -> TestServer {
     let server = TestServer::start_with(args).await;
@@ -379,12 +370,6 @@ fn normal(v: &Value) -> Value {
         ),
         other => other.clone(),
     }
-}
-
-fn ts_millis(t: &str) -> i64 {
-    t.parse::<chrono::DateTime<chrono::Utc>>()
-        .unwrap()
-        .timestamp_millis()
 }
 
 #[tokio::test]

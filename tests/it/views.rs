@@ -11,45 +11,12 @@ use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::cli::{fixture, rta, text};
-use crate::helpers::{TestServer, measure, type_metrics};
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_json(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("the socket is open")
-            .expect("a valid frame");
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).expect("JSON");
-        }
-    }
-}
-
-fn fixture_events() -> Vec<Value> {
-    std::fs::read_to_string(fixture("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use crate::helpers::{
+    Socket, TestServer, fixture_events, measure, next_json, ts_millis, type_metrics,
+};
 
 fn millis(e: &Value) -> i64 {
-    e["timestamp"]
-        .as_str()
-        .unwrap()
-        .parse::<chrono::DateTime<chrono::Utc>>()
-        .unwrap()
-        .timestamp_millis()
-}
-
-fn at(text: &str) -> i64 {
-    text.parse::<chrono::DateTime<chrono::Utc>>()
-        .unwrap()
-        .timestamp_millis()
+    ts_millis(e["timestamp"].as_str().unwrap())
 }
 
 #[tokio::test]
@@ -58,7 +25,10 @@ async fn metrics_of_a_range_and_filters_match_the_data() {
     let out = rta(&server.url, &["replay", &fixture("events.jsonl"), "-q"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let events = fixture_events();
-    let (from, to) = (at("2023-04-01T09:00:00Z"), at("2023-04-01T10:30:00Z"));
+    let (from, to) = (
+        ts_millis("2023-04-01T09:00:00Z"),
+        ts_millis("2023-04-01T10:30:00Z"),
+    );
     let chosen: Vec<&Value> = events
         .iter()
         .filter(|e| (from..to).contains(&millis(e)))

@@ -7,23 +7,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::TestServer;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_json(ws: &mut Socket) -> Value {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("the socket is open")
-            .expect("a valid frame");
-        if let Message::Text(text) = msg {
-            return serde_json::from_str(&text).expect("JSON");
-        }
-    }
-}
+use crate::helpers::{TestServer, next_json};
 
 #[tokio::test]
 async fn snapshot_then_coalesced_updates() {

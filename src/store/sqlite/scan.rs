@@ -20,7 +20,20 @@ pub(super) fn scan_range(
     sink: &mut dyn FnMut(u64, &[Event]),
 ) -> Result<(), StoreError> {
     for_each_segment(path, range, types, part, &mut |first_seq, data| {
-        sink(first_seq, &decode_row(first_seq as i64, data));
+        let events = decode_row(first_seq as i64, data);
+        // The part's events: runs of consecutive ones.
+        let mut start = 0;
+        while start < events.len() {
+            let owned = part.owns(first_seq + start as u64);
+            let mut end = start + 1;
+            while end < events.len() && part.owns(first_seq + end as u64) == owned {
+                end += 1;
+            }
+            if owned {
+                sink(first_seq + start as u64, &events[start..end]);
+            }
+            start = end;
+        }
     })
 }
 
@@ -33,15 +46,23 @@ pub(super) fn visit_range(
     visit: &mut dyn FnMut(u64, &EventRef<'_>),
 ) -> Result<(), StoreError> {
     let kinds: Option<Vec<&str>> = types.map(|ts| ts.iter().map(EventType::as_str).collect());
+    let mut owned = |seq: u64, event: &EventRef<'_>| {
+        if part.owns(seq) {
+            visit(seq, event);
+        }
+    };
     for_each_segment(path, range, types, part, &mut |first_seq, data| {
-        if let Err(reason) = segment::visit(data, first_seq, kinds.as_deref(), dimensions, visit) {
+        if let Err(reason) =
+            segment::visit(data, first_seq, kinds.as_deref(), dimensions, &mut owned)
+        {
             tracing::warn!(first_seq, %reason, "skipping the rest of an unreadable segment");
         }
     })
 }
 
 /// Calls `each(first_seq, data)` for every segment that may hold events in
-/// `range` of one of `types`, in this `part`, in commit order.
+/// `range` of one of `types` and of this `part`, in commit order (the
+/// caller keeps only the part's events).
 fn for_each_segment(
     path: &Path,
     range: TimeRange,
@@ -54,16 +75,13 @@ fn for_each_segment(
     // `min_ts < to` is what the index answers; old ranges touch few rows.
     let mut stmt = conn
         .prepare(
-            "SELECT first_seq, types, data FROM segments
+            "SELECT first_seq, types, data, last_seq FROM segments
              WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
              ORDER BY first_seq LIMIT ?4",
         )
         .map_err(read)?;
     let wanted: Option<Vec<String>> = types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
     let mut after: i64 = 0;
-    // The part takes every `of`-th segment that can match (a segment's
-    // bytes are read only by the part that takes it).
-    let mut nth: u64 = 0;
     loop {
         let mut rows = stmt
             .query(params![after, range.to, range.from, SCAN_CHUNK as i64])
@@ -78,8 +96,9 @@ fn for_each_segment(
                     continue;
                 }
             }
-            nth += 1;
-            if (nth - 1) % part.of.max(1) != part.index {
+            // Only segments holding some of the part's events are read.
+            let last: i64 = row.get(3).map_err(read)?;
+            if !part.owns_any(after as u64, last.max(after) as u64) {
                 continue;
             }
             let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
