@@ -15,10 +15,11 @@ use poem_openapi::{
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
-use super::AppState;
 use super::models::{ApiError, EventsIn, IngestReport, SerdeJson};
+use super::{ApiFailure, AppState};
 use crate::event::{self, BodyError, BodyFormat, Timestamp};
 use crate::store::{Appended, IdempotencyKey, StoreError};
+use poem::http::StatusCode;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -287,25 +288,30 @@ enum IngestError {
 impl From<IngestError> for IngestResponse {
     fn from(e: IngestError) -> Self {
         let message = e.to_string();
-        let err = |code: &str| Json(ApiError::new(code, message.clone()));
+        let other = |status: StatusCode| ApiFailure::Other(status, message.clone()).body();
         match e {
-            IngestError::Unauthorized(_) => {
-                IngestResponse::Unauthorized(err("unauthorized"), "Bearer".into())
-            }
+            IngestError::Unauthorized(_) => IngestResponse::Unauthorized(
+                ApiFailure::Unauthorized(message).body(),
+                "Bearer".into(),
+            ),
             IngestError::UnsupportedMediaType(_)
             | IngestError::NoContentType
             | IngestError::UnsupportedEncoding(_) => {
-                IngestResponse::UnsupportedMediaType(err("unsupported_media_type"))
+                IngestResponse::UnsupportedMediaType(other(StatusCode::UNSUPPORTED_MEDIA_TYPE))
             }
             IngestError::TooLarge { .. } => {
-                IngestResponse::PayloadTooLarge(err("payload_too_large"))
+                IngestResponse::PayloadTooLarge(other(StatusCode::PAYLOAD_TOO_LARGE))
             }
             IngestError::BadBody(_) | IngestError::Unparseable(_) => {
-                IngestResponse::BadRequest(err("bad_request"))
+                IngestResponse::BadRequest(ApiFailure::BadRequest(message).body())
             }
             IngestError::NothingValid(report) => IngestResponse::Unprocessable(SerdeJson(report)),
-            IngestError::Store(_) => IngestResponse::Unavailable(err("unavailable")),
-            IngestError::Internal(_) => IngestResponse::Internal(err("internal")),
+            IngestError::Store(_) => {
+                IngestResponse::Unavailable(ApiFailure::Unavailable(message).body())
+            }
+            IngestError::Internal(_) => {
+                IngestResponse::Internal(other(StatusCode::INTERNAL_SERVER_ERROR))
+            }
         }
     }
 }

@@ -9,9 +9,9 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
-use super::AppState;
 use super::access::TokenIn;
 use super::models::{ApiError, EventOut};
+use super::{ApiFailure, AppState};
 use crate::event::{Event, Timestamp};
 use crate::query::parse::QueryText;
 use crate::store::{ScanOrder, StoredEvent};
@@ -78,14 +78,9 @@ impl EventsApi {
         format: Query<Option<String>>,
     ) -> EventsResponse {
         if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
-            return EventsResponse::Unauthorized(Json(ApiError::new(
-                "unauthorized",
-                denied.message("reading events"),
-            )));
+            return ApiFailure::Unauthorized(denied.message("reading events")).into();
         }
-        let bad = |message: String| {
-            EventsResponse::BadRequest(Json(ApiError::new("bad_request", message)))
-        };
+        let bad = |message: String| EventsResponse::from(ApiFailure::BadRequest(message));
         let now = Timestamp::now();
         let text = QueryText {
             window: window.0,
@@ -184,24 +179,16 @@ impl EventsApi {
                             next,
                         )
                     }
-                    Ok(Err(e)) => EventsResponse::Unavailable(Json(ApiError::new(
-                        "unavailable",
-                        e.to_string(),
-                    ))),
-                    Err(e) => EventsResponse::Unavailable(Json(ApiError::new(
-                        "unavailable",
-                        e.to_string(),
-                    ))),
+                    Ok(Err(e)) => ApiFailure::from(e).into(),
+                    Err(e) => ApiFailure::Unavailable(e.to_string()).into(),
                 }
             }
             Format::Ndjson | Format::Csv => {
                 let Ok(permit) = self.exports.clone().try_acquire_owned() else {
-                    return EventsResponse::Unavailable(Json(ApiError::new(
-                        "unavailable",
-                        format!(
-                            "{MAX_EXPORTS} exports are running already; retry when one is done"
-                        ),
-                    )));
+                    return ApiFailure::Unavailable(format!(
+                        "{MAX_EXPORTS} exports are running already; retry when one is done"
+                    ))
+                    .into();
                 };
                 let body = stream(format, permit, scan);
                 match format {
@@ -295,6 +282,18 @@ fn write_event(out: &mut Vec<u8>, format: Format, event: &Event) {
             out.extend_from_slice(b",\"values\":");
             out.extend_from_slice(event.values_json().as_bytes());
             out.extend_from_slice(b"}\n");
+        }
+    }
+}
+
+impl From<ApiFailure> for EventsResponse {
+    fn from(failure: ApiFailure) -> Self {
+        let body = failure.body();
+        match failure {
+            ApiFailure::BadRequest(_) => EventsResponse::BadRequest(body),
+            ApiFailure::Unauthorized(_) => EventsResponse::Unauthorized(body),
+            // Nothing else fails here but the store or the limit on exports.
+            _ => EventsResponse::Unavailable(body),
         }
     }
 }

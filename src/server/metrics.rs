@@ -14,6 +14,7 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
+use super::ApiFailure;
 use super::AppState;
 use super::access::TokenIn;
 use super::models::{ApiError, Metrics};
@@ -81,12 +82,6 @@ impl MetricsApi {
         /// How many top values per dimension and groups to list (1-100, default 10).
         top: Query<Option<u32>>,
     ) -> MetricsResponse {
-        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
-            return MetricsResponse::Unauthorized(Json(ApiError::new(
-                "unauthorized",
-                denied.message("reading metrics"),
-            )));
-        }
         let params = MetricsParams {
             kind: kind.0,
             window: window.0,
@@ -98,12 +93,26 @@ impl MetricsApi {
             step: step.0,
             top: top.0,
         };
-        let view = match params.to_view(&self.state) {
-            Ok(view) => view,
-            Err(message) => {
-                return MetricsResponse::BadRequest(Json(ApiError::new("bad_request", message)));
-            }
-        };
+        match self.read(req, params).await {
+            Ok(metrics) => MetricsResponse::Ok(Json(Box::new(metrics.into()))),
+            Err(failure) => failure.into(),
+        }
+    }
+}
+
+impl MetricsApi {
+    async fn read(
+        &self,
+        req: &Request,
+        params: MetricsParams,
+    ) -> Result<engine::Metrics, ApiFailure> {
+        self.state
+            .access
+            .can_read(req, TokenIn::Header)
+            .map_err(|denied| ApiFailure::Unauthorized(denied.message("reading metrics")))?;
+        let view = params
+            .to_view(&self.state)
+            .map_err(ApiFailure::BadRequest)?;
         let state = self.state.clone();
         // Stored answers scan: a few at a time, off the async threads.
         let _permit = match &view {
@@ -112,12 +121,19 @@ impl MetricsApi {
         };
         let answer = tokio::task::spawn_blocking(move || view.answer(&state, Timestamp::now()))
             .await
-            .map_err(|e| StoreError::Read(e.to_string()));
-        match answer {
-            Ok(Ok(snapshot)) => MetricsResponse::Ok(Json(Box::new(snapshot.into()))),
-            Ok(Err(e)) | Err(e) => {
-                MetricsResponse::Unavailable(Json(ApiError::new("unavailable", e.to_string())))
-            }
+            .map_err(|e| ApiFailure::Unavailable(e.to_string()))??;
+        Ok(answer)
+    }
+}
+
+impl From<ApiFailure> for MetricsResponse {
+    fn from(failure: ApiFailure) -> Self {
+        let body = failure.body();
+        match failure {
+            ApiFailure::BadRequest(_) => MetricsResponse::BadRequest(body),
+            ApiFailure::Unauthorized(_) => MetricsResponse::Unauthorized(body),
+            // Nothing else fails here but the store.
+            _ => MetricsResponse::Unavailable(body),
         }
     }
 }

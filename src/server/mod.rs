@@ -8,6 +8,7 @@
 mod access;
 mod api;
 mod docs;
+mod error;
 mod events;
 mod guard;
 mod live;
@@ -39,6 +40,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Part, Store};
 
 pub use access::{check_allowed_host, check_origin};
+pub use error::ApiFailure;
 pub use live::LiveEngine;
 pub use metrics::MetricsParams;
 
@@ -293,7 +295,7 @@ async fn edge<E: Endpoint<Output = Response>>(
     state: Arc<AppState>,
 ) -> poem::Result<Response> {
     if let Err(message) = state.access.host_allowed(&req) {
-        return Ok(error_response(StatusCode::FORBIDDEN, "forbidden", &message));
+        return Ok(ApiFailure::Forbidden(message).into_response());
     }
     if access::same_origin(&req) {
         req.headers_mut().remove(poem::http::header::ORIGIN);
@@ -301,15 +303,7 @@ async fn edge<E: Endpoint<Output = Response>>(
     let path = req.uri().path().to_string();
     let mut response = match ep.call(req).await {
         Ok(response) => response,
-        Err(err) => {
-            let status = err.status();
-            let code = status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase()
-                .replace(' ', "_");
-            error_response(status, &code, &err.to_string())
-        }
+        Err(err) => ApiFailure::Other(err.status(), err.to_string()).into_response(),
     };
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
         && let Some(allow) = allowed_methods(&path)
@@ -333,14 +327,6 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     }
 }
 
-/// The API's error body: `{"error": code, "message": ...}`.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(serde_json::json!({"error": code, "message": message}).to_string())
-}
-
 #[handler]
 fn ws_handler(
     req: &poem::Request,
@@ -348,40 +334,40 @@ fn ws_handler(
     Data(hub): Data<&Arc<ws::Hub>>,
     Data(state): Data<&Arc<AppState>>,
 ) -> Response {
+    match ws_view(req, state) {
+        Ok(view) => {
+            // Keyed by the view as understood, so spellings of one view share it.
+            let updates = hub.subscribe(format!("{view:?}"), view.clone());
+            let hub = hub.clone();
+            ws.on_upgrade(move |socket| async move {
+                match updates {
+                    Ok(updates) => hub.serve(socket, view, updates).await,
+                    // A browser cannot read a refused handshake: it is told in the close frame.
+                    Err(full) => ws::refuse(socket, &full.to_string()).await,
+                }
+            })
+            .into_response()
+        }
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// The view a WebSocket asks for, once it may ask.
+fn ws_view(req: &poem::Request, state: &AppState) -> Result<metrics::MetricsView, ApiFailure> {
     if !state.access.origin_allowed(req) {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this page's origin may not open the WebSocket; allow it with --cors-origin",
-        );
+        return Err(ApiFailure::Forbidden(
+            "this page's origin may not open the WebSocket; allow it with --cors-origin".into(),
+        ));
     }
     if let Err(denied) = state.access.can_read(req, access::TokenIn::HeaderOrQuery) {
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            &format!(
-                "{} (a browser's WebSocket may send it as ?access_token=TOKEN)",
-                denied.message("reading metrics")
-            ),
-        );
+        return Err(ApiFailure::Unauthorized(format!(
+            "{} (a browser's WebSocket may send it as ?access_token=TOKEN)",
+            denied.message("reading metrics")
+        )));
     }
-    let view = MetricsParams::from_query_string(req.uri().query().unwrap_or_default())
-        .and_then(|params| params.to_view(state));
-    let view = match view {
-        Ok(view) => view,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, "bad_request", &message),
-    };
-    // Keyed by the view as understood, so spellings of one view share it.
-    let updates = hub.subscribe(format!("{view:?}"), view.clone());
-    let hub = hub.clone();
-    ws.on_upgrade(move |socket| async move {
-        match updates {
-            Ok(updates) => hub.serve(socket, view, updates).await,
-            // A browser cannot read a refused handshake: it is told in the close frame.
-            Err(full) => ws::refuse(socket, &full.to_string()).await,
-        }
-    })
-    .into_response()
+    MetricsParams::from_query_string(req.uri().query().unwrap_or_default())
+        .and_then(|params| params.to_view(state))
+        .map_err(ApiFailure::BadRequest)
 }
 
 /// Background upkeep, one task so its steps never interleave: retention

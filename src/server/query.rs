@@ -16,9 +16,9 @@ use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use serde_json::Value;
 
-use super::AppState;
 use super::access::TokenIn;
 use super::models::{ApiError, rfc3339};
+use super::{ApiFailure, AppState};
 use crate::event::Timestamp;
 use crate::query::exec::{Answer, Executor, KeyValue, Row, StatValue};
 use crate::query::parse::QueryText;
@@ -74,43 +74,45 @@ impl QueryApi {
     /// range and filters. Events older than `--retention` are never counted.
     #[oai(path = "/api/query", method = "post", tag = "QueryTags::Query")]
     async fn query(&self, req: &Request, body: Json<QueryIn>) -> QueryResponse {
-        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
-            return QueryResponse::Unauthorized(Json(ApiError::new(
-                "unauthorized",
-                denied.message("querying"),
-            )));
-        }
-        let now = Timestamp::now();
-        let query = match body.0.to_text().to_query(now) {
-            Ok(q) => q,
-            Err(message) => {
-                return QueryResponse::BadRequest(Json(ApiError::new("bad_request", message)));
-            }
-        };
-        let catalog = self.state.engine.with(|e| e.fields());
-        if let Err(message) = query.check_fields(&catalog) {
-            return QueryResponse::BadRequest(Json(ApiError::new("bad_request", message)));
-        }
-        match self.answer(query, now).await {
+        match self.ask(req, body.0).await {
             Ok(answer) => QueryResponse::Ok(Json(Box::new(answer))),
-            Err(Failure::Bad(message)) => {
-                QueryResponse::BadRequest(Json(ApiError::new("bad_request", message)))
-            }
-            Err(Failure::Unavailable(message)) => {
-                QueryResponse::Unavailable(Json(ApiError::new("unavailable", message)))
-            }
+            Err(failure) => failure.into(),
         }
     }
 }
 
-enum Failure {
-    Bad(String),
-    Unavailable(String),
+impl From<ApiFailure> for QueryResponse {
+    fn from(failure: ApiFailure) -> Self {
+        let body = failure.body();
+        match failure {
+            ApiFailure::BadRequest(_) => QueryResponse::BadRequest(body),
+            ApiFailure::Unauthorized(_) => QueryResponse::Unauthorized(body),
+            // Nothing else fails here but the store.
+            _ => QueryResponse::Unavailable(body),
+        }
+    }
 }
 
 impl QueryApi {
+    async fn ask(&self, req: &Request, body: QueryIn) -> Result<QueryOut, ApiFailure> {
+        self.state
+            .access
+            .can_read(req, TokenIn::Header)
+            .map_err(|denied| ApiFailure::Unauthorized(denied.message("querying")))?;
+        let now = Timestamp::now();
+        let query = body
+            .to_text()
+            .to_query(now)
+            .map_err(ApiFailure::BadRequest)?;
+        let catalog = self.state.engine.with(|e| e.fields());
+        query
+            .check_fields(&catalog)
+            .map_err(ApiFailure::BadRequest)?;
+        self.answer(query, now).await
+    }
+
     /// Scans the store for the query, off the async threads.
-    async fn answer(&self, mut query: Query, now: Timestamp) -> Result<QueryOut, Failure> {
+    async fn answer(&self, mut query: Query, now: Timestamp) -> Result<QueryOut, ApiFailure> {
         // Retention is exact for every answer, whatever the last pass left.
         let cutoff = self
             .state
@@ -123,7 +125,7 @@ impl QueryApi {
         let total = self.state.engine.with(|e| e.total());
         // The live aggregates answer when they hold exactly these events.
         if let Some(answer) = self.state.engine.with(|e| e.answer(&query, cutoff)) {
-            let answer = answer.map_err(|e| Failure::Bad(e.to_string()))?;
+            let answer = answer.map_err(|e| ApiFailure::BadRequest(e.to_string()))?;
             return Ok(QueryOut::new(answer, asked, total));
         }
         // Scans run a few at a time (each takes two threads).
@@ -146,7 +148,7 @@ impl QueryApi {
                         )
                         .map(|()| exec)
                 })
-                .map_err(|e| Failure::Unavailable(e.to_string()))
+                .map_err(|e| ApiFailure::Unavailable(e.to_string()))
             };
             let mut parts = scan(SCAN_THREADS)?;
             if parts.iter().any(Executor::capped) {
@@ -157,10 +159,11 @@ impl QueryApi {
             for part in parts {
                 exec.merge(part);
             }
-            exec.finish().map_err(|e| Failure::Bad(e.to_string()))
+            exec.finish()
+                .map_err(|e| ApiFailure::BadRequest(e.to_string()))
         })
         .await
-        .map_err(|e| Failure::Unavailable(e.to_string()))??;
+        .map_err(|e| ApiFailure::Unavailable(e.to_string()))??;
         Ok(QueryOut::new(answer, asked, total))
     }
 }
