@@ -69,7 +69,13 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            exec.add_group(key, s.count, (s.first_ts, s.last_ts), s.measures.iter());
+            let asked = |name: &str| query.defaults || query.stats.iter().any(|r| r.field == name);
+            exec.add_group(
+                key,
+                s.count,
+                (s.first_ts, s.last_ts),
+                s.measures.iter().filter(|(name, _)| asked(name)),
+            );
         }
         Some(exec.finish())
     }

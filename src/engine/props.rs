@@ -255,8 +255,9 @@ fn engine_query_strategy() -> impl Strategy<Value = crate::query::Query> {
             "type",
         ])),
         prop::option::of(1usize..4),
+        prop::option::of(any::<bool>()),
     )
-        .prop_map(|(filter, by_type, stats, order, top)| {
+        .prop_map(|(filter, by_type, stats, order, top, defaults)| {
             let text = QueryText {
                 filters: filter.into_iter().map(String::from).collect(),
                 by: if by_type {
@@ -267,6 +268,7 @@ fn engine_query_strategy() -> impl Strategy<Value = crate::query::Query> {
                 stats: stats.into_iter().map(String::from).collect(),
                 order: order.map(String::from),
                 top,
+                defaults,
                 ..QueryText::default()
             };
             text.to_query(Timestamp::from_millis(NOW).unwrap())

@@ -70,14 +70,17 @@ struct Plan {
     /// Dimensions a distinct count or top values were asked of.
     dimensions: Vec<Text>,
     asked: Vec<StatRequest>,
+    /// Every measure met is a default column; else only those asked of.
+    defaults: bool,
 }
 
 impl Plan {
     fn new(query: &Query) -> Plan {
-        let default_quantiles = query
-            .by
-            .iter()
-            .all(|b| matches!(b, Breakdown::Field(Field::Type)));
+        let default_quantiles = query.defaults
+            && query
+                .by
+                .iter()
+                .all(|b| matches!(b, Breakdown::Field(Field::Type)));
         let mut quantiles_of: Vec<Text> = Vec::new();
         let mut dimensions: Vec<Text> = Vec::new();
         for s in &query.stats {
@@ -97,6 +100,7 @@ impl Plan {
             quantiles_of,
             dimensions,
             asked: query.stats.clone(),
+            defaults: query.defaults,
         }
     }
 
@@ -106,6 +110,11 @@ impl Plan {
 
     fn quantiles(&self, measure: &str) -> bool {
         self.default_quantiles || self.quantiles_of.iter().any(|n| **n == *measure)
+    }
+
+    /// Whether a measure is kept at all.
+    fn keeps(&self, measure: &str) -> bool {
+        self.defaults || self.asked.iter().any(|s| *s.field == *measure)
     }
 }
 
@@ -233,6 +242,7 @@ impl<'q> Executor<'q> {
         let plan = &self.plan;
         event.for_each_value(|name, value| {
             if let ValueRef::Measure(x) = value
+                && plan.keeps(name)
                 && let Some(m) = measure_acc(acc, name, plan.quantiles(name))
             {
                 m.add(x, ts, seq);
@@ -454,6 +464,7 @@ impl<'q> Executor<'q> {
         };
         let mut columns: Vec<StatRequest> = names
             .into_iter()
+            .filter(|_| self.plan.defaults)
             .flat_map(|name| {
                 per_measure.iter().map(move |stat| StatRequest {
                     stat: *stat,

@@ -33,6 +33,9 @@ pub struct Query {
     /// Rows kept; the rest are summed in one "others" row. `None` keeps
     /// every row (still bounded by the executor's group limit).
     pub top: Option<usize>,
+    /// Whether the default columns come before the statistics asked for;
+    /// without them only `stats` are computed.
+    pub defaults: bool,
 }
 
 /// Event times `from <= t < to`, in milliseconds.

@@ -40,6 +40,8 @@ pub struct QueryText {
     /// A column, then `asc` or `desc` (`amount_sum desc`).
     pub order: Option<String>,
     pub top: Option<usize>,
+    /// `false`: only the statistics asked for, not the default columns.
+    pub defaults: Option<bool>,
 }
 
 impl QueryText {
@@ -91,6 +93,7 @@ impl QueryText {
             stats,
             order,
             top,
+            defaults: self.defaults.unwrap_or(true),
         })
     }
 }

@@ -341,6 +341,7 @@ impl MetricsView {
                 stats: Vec::new(),
                 order: None,
                 top: None,
+                defaults: true,
             },
             MetricsView::Stored(view) => view.selection(now),
         };
@@ -383,6 +384,7 @@ impl StoredView {
             stats: Vec::new(),
             order: None,
             top: None,
+            defaults: true,
         }
     }
 

@@ -64,7 +64,8 @@ impl QueryApi {
     /// `max`, `mean`, `last` (the value of the latest event), `p50`, `p90`,
     /// `p95`, `p99` of a measure; `distinct` and `top` of a dimension. They
     /// come after the default columns: every statistic of every measure per
-    /// type or overall, sums and means when broken down further. Counts,
+    /// type or overall, sums and means when broken down further
+    /// (`"defaults": false` leaves those out and computes only `stats`). Counts,
     /// sums, min, max, mean and last are exact. Quantiles are nearest-rank,
     /// exact over up to 64 values in a group and within 1% relative beyond,
     /// never outside [min, max]. Distinct counts are exact while small, then
@@ -197,6 +198,9 @@ pub struct QueryIn {
     /// Rows to keep (1-1000); the rest are summed in `others`.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub top: Option<u32>,
+    /// `false` leaves out the default columns: only `stats` are computed
+    /// (less work over many events). Default `true`.
+    pub defaults: Option<bool>,
 }
 
 impl QueryIn {
@@ -211,6 +215,7 @@ impl QueryIn {
             stats: self.stats.clone().unwrap_or_default(),
             order: self.order.clone(),
             top: self.top.map(|t| t as usize),
+            defaults: self.defaults,
         }
     }
 }

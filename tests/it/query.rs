@@ -519,3 +519,36 @@ async fn answers_leave_out_what_does_not_apply_rather_than_send_null() {
     assert_eq!(metrics["windowSeconds"], 3600.0);
     assert_eq!(metrics["windowEvents"], 1);
 }
+
+#[tokio::test]
+async fn without_the_default_columns_only_the_statistics_asked_are_computed() {
+    let server = loaded(&[]).await;
+    let events = fixture_events();
+    for window in ["all", "3650d"] {
+        // `all` is answered by the live aggregates, a long window by a scan.
+        let answer = query(
+            &server,
+            json!({"window": window, "type": "sales", "by": ["region"], "stats": ["sum:amount", "distinct:channel"], "defaults": false, "top": 10}),
+        )
+        .await;
+        assert_eq!(
+            answer["columns"],
+            json!(["amount_sum", "channel_distinct"]),
+            "{window}"
+        );
+        let europe = row(&answer, "region", "Europe");
+        let sum: f64 = events
+            .iter()
+            .filter(|e| e["type"] == "sales" && e["values"]["region"] == "Europe")
+            .map(|e| e["values"]["amount"].as_f64().unwrap())
+            .sum();
+        assert!((europe["stats"]["amount_sum"].as_f64().unwrap() - sum).abs() < 1e-6);
+        assert_eq!(europe["stats"].as_object().unwrap().len(), 2);
+    }
+    let answer = query(
+        &server,
+        json!({"type": "sales", "stats": ["max:units"], "defaults": false}),
+    )
+    .await;
+    assert_eq!(answer["columns"], json!(["units_max"]));
+}

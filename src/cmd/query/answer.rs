@@ -36,6 +36,7 @@ pub fn text(args: &QueryArgs) -> QueryText {
         stats: args.stats.clone(),
         order: args.order.clone(),
         top: args.top.map(|t| t as usize),
+        defaults: None,
     }
 }
 
