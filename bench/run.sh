@@ -224,6 +224,7 @@ c=$(best_ms "$CH_URL/" "SELECT uniqExact($(D user)) FROM events WHERE ts >= now(
 row "    ClickHouse's exact distinct count, for reference (ms)" "" "ClickHouse $c" "" "" "SELECT uniqExact(user) ..."
 row "8. rta peak RSS, loading and querying $N_QUERY events (MB)" "$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RTA_PID/status")" "after loading: $rss_load" "" "< 200" "VmHWM of rta serve"
 row "    loading: rta (durable ingest) and ClickHouse (insert)" "$(grep -o '[0-9]* events/s' "$WORK/qload-rta.txt")" "ClickHouse $(grep -o '[0-9]* events/s' "$WORK/qload-ch.txt")" "" "" "bench_client query-data rta (or clickhouse) URL $N_QUERY"
+grep "hour summaries caught up" "$WORK/rta.log" | tail -1 >&2 || echo "hour summaries never caught up" >&2
 stop_clickhouse
 stop_rta
 

@@ -66,7 +66,7 @@ pub struct EngineConfig {
 }
 
 /// Marks a saved state of this engine's format; bump it when the layout changes.
-const STATE_MAGIC: &[u8; 8] = b"rta-eng3";
+const STATE_MAGIC: &[u8; 8] = b"rta-eng4";
 
 impl EngineConfig {
     fn all_time_limits(&self) -> SummaryLimits {

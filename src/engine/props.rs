@@ -154,7 +154,7 @@ fn comparable(answer: &Metrics) -> (String, Vec<f64>) {
     for (kind, points) in &answer.time_series.points {
         for p in points {
             exact += &format!(" {kind}@{}={}", p.ts_ms, p.count);
-            sums.extend(p.measures.values().map(|b| b.sum));
+            sums.extend(p.measures.values().map(|b| b.sum()));
         }
     }
     (exact, sums)

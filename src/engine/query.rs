@@ -315,7 +315,7 @@ fn measure_metrics(name: &str, stats: &MeasureStats, basic: Basic) -> MeasureMet
     MeasureMetrics {
         name: name.to_string(),
         count: basic.count,
-        sum: basic.sum,
+        sum: basic.sum(),
         min: basic.min,
         max: basic.max,
         mean: basic.mean().unwrap_or(0.0),

@@ -10,11 +10,18 @@ use smallvec::SmallVec;
 use super::topk::TopK;
 use crate::event::{Event, EventFields};
 
-/// Count, sum, min and max of a set of numbers.
+/// Count, sum, min and max of a set of numbers. The sum is compensated
+/// (Neumaier): it is the correctly rounded sum of the numbers in all but
+/// contrived cases, so it does not depend on the order they were added or
+/// merged in (a summary and a scan of the same events agree, and 0.1 + 0.2
+/// + ... reads as the decimal sum).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Basic {
     pub count: u64,
-    pub sum: f64,
+    /// The running sum; [`Basic::sum`] adds the compensation.
+    running: f64,
+    /// What rounding took off `running` so far.
+    carry: f64,
     pub min: f64,
     pub max: f64,
 }
@@ -29,7 +36,17 @@ impl Basic {
             self.max = self.max.max(x);
         }
         self.count += 1;
-        self.sum += x;
+        self.accumulate(x);
+    }
+
+    fn accumulate(&mut self, x: f64) {
+        let t = self.running + x;
+        self.carry += if self.running.abs() >= x.abs() {
+            (self.running - t) + x
+        } else {
+            (x - t) + self.running
+        };
+        self.running = t;
     }
 
     pub fn merge(&mut self, other: &Basic) {
@@ -41,13 +58,19 @@ impl Basic {
             return;
         }
         self.count += other.count;
-        self.sum += other.sum;
+        self.accumulate(other.running);
+        self.carry += other.carry;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
     }
 
+    /// The sum of the numbers.
+    pub fn sum(&self) -> f64 {
+        self.running + self.carry
+    }
+
     pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
+        (self.count > 0).then(|| self.sum() / self.count as f64)
     }
 }
 

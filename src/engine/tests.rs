@@ -154,7 +154,7 @@ fn groups_by_a_dimension_with_measures() {
         let g = engine.query(&q, now()).groups.unwrap();
         assert_eq!(g.groups.len(), 2, "{window_ms:?}");
         assert_eq!((g.groups[0].value.as_str(), g.groups[0].count), ("EU", 2));
-        assert_eq!(g.groups[0].measures["amount"].sum, 40.0);
+        assert_eq!(g.groups[0].measures["amount"].sum(), 40.0);
         assert_eq!(g.groups[1].measures["amount"].mean(), Some(5.0));
     }
 }
@@ -419,4 +419,29 @@ fn retention_forgets_exactly_what_it_deletes_and_reads_little_again() {
         "read {reread} events again for {} stored",
         stored.len()
     );
+}
+
+#[test]
+fn sums_do_not_depend_on_the_order_of_adding_and_merging() {
+    use super::stats::Basic;
+    let values: Vec<f64> = (0..10_000)
+        .map(|i| (i % 97) as f64 * 0.1 + 1e-3 * (i % 7) as f64)
+        .collect();
+    let mut forward = Basic::default();
+    values.iter().for_each(|x| forward.add(*x));
+    let mut backward = Basic::default();
+    values.iter().rev().for_each(|x| backward.add(*x));
+    // In uneven parts, merged.
+    let mut merged = Basic::default();
+    for part in values.chunks(333) {
+        let mut b = Basic::default();
+        part.iter().for_each(|x| b.add(*x));
+        merged.merge(&b);
+    }
+    assert_eq!(forward.sum(), backward.sum());
+    assert_eq!(forward.sum(), merged.sum());
+    // 0.1 ten times reads as 1.
+    let mut tenths = Basic::default();
+    (0..10).for_each(|_| tenths.add(0.1));
+    assert_eq!(tenths.sum(), 1.0);
 }

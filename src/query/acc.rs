@@ -22,14 +22,14 @@ pub const TOP_LISTED: usize = 10;
 
 /// Distinct values of a dimension: HyperLogLog++ with 4,096 registers
 /// (about 3 KiB at most), hashing with a fixed seed so answers repeat.
-type Distinct = CardinalityEstimator<str>;
+pub(super) type Distinct = CardinalityEstimator<str>;
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct MeasureAcc {
-    basic: Basic,
+    pub(super) basic: Basic,
     /// The latest value: by time, then by sequence number (the later
     /// stored of two at the same millisecond).
-    last: Option<(i64, u64, f64)>,
+    pub(super) last: Option<(i64, u64, f64)>,
     pub(super) full: Option<MeasureStats>,
 }
 
@@ -55,7 +55,7 @@ impl MeasureAcc {
         }
     }
 
-    fn merge(&mut self, other: &MeasureAcc) {
+    pub(super) fn merge(&mut self, other: &MeasureAcc) {
         self.basic.merge(&other.basic);
         if let Some((ts, seq, x)) = other.last
             && self.last.is_none_or(|(at, n, _)| (ts, seq) >= (at, n))
@@ -76,7 +76,7 @@ impl MeasureAcc {
         }
         match stat {
             Stat::Count => Some(b.count as f64),
-            Stat::Sum => Some(b.sum),
+            Stat::Sum => Some(b.sum()),
             Stat::Min => Some(b.min),
             Stat::Max => Some(b.max),
             Stat::Mean => b.mean(),
@@ -94,7 +94,7 @@ impl MeasureAcc {
 
 #[derive(Clone, Default)]
 pub(super) struct DimAcc {
-    distinct: Option<Distinct>,
+    pub(super) distinct: Option<Distinct>,
     top: Option<TopK<()>>,
 }
 
@@ -105,6 +105,13 @@ impl DimAcc {
         }
         if let Some(t) = &mut self.top {
             t.observe(value);
+        }
+    }
+
+    /// Adds the distinct values of other events (a summary's).
+    pub(super) fn merge_distinct(&mut self, other: &Distinct) {
+        if let Some(d) = &mut self.distinct {
+            d.merge(other);
         }
     }
 

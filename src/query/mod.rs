@@ -12,6 +12,7 @@
 mod acc;
 pub mod exec;
 pub mod parse;
+pub mod rollup;
 
 use crate::event::{Event, EventFields, EventType, Timestamp, ValueRef};
 

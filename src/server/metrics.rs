@@ -22,6 +22,7 @@ use crate::engine;
 use crate::engine::overview::{Overview, OverviewSpec};
 use crate::event::{self, Event, EventType, Timestamp};
 use crate::query::parse::{parse_filter, time_spec};
+use crate::query::rollup::Covered;
 use crate::query::{self, Field, Filter, Op, TimeRange, TimeSpec};
 use crate::store::{Part, ScanOrder, StoreError, StoredEvent};
 
@@ -439,6 +440,7 @@ impl StoredView {
                         types.as_deref(),
                         None,
                         part,
+                        &Covered::default(),
                         &mut |seq, event| overview.add_one(seq, event),
                     )
                     .map(|()| overview)

@@ -354,7 +354,7 @@ impl From<Basic> for Stats {
         let some = |x: f64| (b.count > 0).then_some(x);
         Self {
             count: b.count,
-            sum: b.sum,
+            sum: b.sum(),
             min: some(b.min),
             max: some(b.max),
             mean: b.mean(),

@@ -22,6 +22,7 @@ use super::{ApiFailure, AppState};
 use crate::event::Timestamp;
 use crate::query::exec::{Answer, Executor, KeyValue, Row, StatValue};
 use crate::query::parse::QueryText;
+use crate::query::rollup::{BlockView, Covered};
 use crate::query::{Query, TimeRange};
 use crate::store::Part;
 
@@ -134,9 +135,27 @@ impl QueryApi {
         let answer = tokio::task::spawn_blocking(move || {
             let types = query.types();
             let names = query.names_read();
-            // A part of the segments a thread, merged at the end; read again
-            // in one part when the parts may have kept different fields.
-            let scan = |of: u64| {
+            let unavailable = |e: crate::store::StoreError| ApiFailure::Unavailable(e.to_string());
+            // Whole hours from their summaries, where the query can take them.
+            let mut summed = Executor::new(&query);
+            let covered = store
+                .rollups(query.range, types.as_deref(), &mut |hour, kind, bytes| {
+                    match BlockView::decode(bytes) {
+                        Ok(block) if summed.can_take(&block) => {
+                            summed.take_block(&block, hour, kind);
+                            true
+                        }
+                        Ok(_) => false,
+                        Err(reason) => {
+                            tracing::warn!(hour, kind, %reason, "reading the events of an hour whose summary is unreadable");
+                            false
+                        }
+                    }
+                })
+                .map_err(unavailable)?;
+            // The other events: a part of the segments a thread, merged at
+            // the end.
+            let scan = |of: u64, covered: &Covered| {
                 Part::in_parallel(of, |part| {
                     let mut exec = Executor::new(&query);
                     store
@@ -145,18 +164,21 @@ impl QueryApi {
                             types.as_deref(),
                             Some(&names),
                             part,
+                            covered,
                             &mut |seq, event| exec.add_one(seq, event),
                         )
                         .map(|()| exec)
                 })
-                .map_err(|e| ApiFailure::Unavailable(e.to_string()))
+                .map_err(unavailable)
             };
-            let mut parts = scan(SCAN_THREADS)?;
-            if parts.iter().any(Executor::capped) {
-                parts = scan(1)?;
+            let mut parts = scan(SCAN_THREADS, &covered)?;
+            // Read again in one part, every event, when the parts may have
+            // kept different fields.
+            if summed.capped() || parts.iter().any(Executor::capped) {
+                summed = Executor::new(&query);
+                parts = scan(1, &Covered::default())?;
             }
-            let mut parts = parts.into_iter();
-            let mut exec = parts.next().unwrap_or_else(|| Executor::new(&query));
+            let mut exec = summed;
             for part in parts {
                 exec.merge(part);
             }

@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::event::{Event, EventRef, EventType, Timestamp};
 use crate::query::TimeRange;
+use crate::query::rollup::Covered;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -176,14 +177,31 @@ pub trait Store: Send + Sync + 'static {
     /// As [`Store::scan_range`], but each event is read in place, without
     /// being copied (`visit(seq, event)`): the fast way to read many. With
     /// `dimensions`, events carry only those dimensions (and every measure).
+    /// Events the `covered` hour summaries hold are skipped (with the
+    /// segments holding only such events).
+    #[allow(clippy::too_many_arguments)]
     fn visit_range(
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
         dimensions: Option<&[&str]>,
         part: Part,
+        covered: &Covered,
         visit: &mut dyn FnMut(u64, &EventRef<'_>),
     ) -> Result<(), StoreError>;
+
+    /// The hour summaries ([`crate::query::rollup`]) of `types` (every type
+    /// when `None`) for the whole hours inside `range`: `take(hour, type,
+    /// bytes)` for each, answering whether the caller used it. Returns what
+    /// the summaries used hold, for [`Store::visit_range`] to skip. The
+    /// summaries trail ingest by a moment; what they do not hold yet is
+    /// read from the events. Blocking.
+    fn rollups(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        take: &mut dyn FnMut(i64, &str, &[u8]) -> bool,
+    ) -> Result<Covered, StoreError>;
 
     /// Calls `sink(seq, event)` with stored events that may lie in `range`
     /// and be of one of `types`, one at a time, oldest or newest first (by

@@ -8,6 +8,7 @@
 //! consecutive events, encoded by the request's own task before it queues, so
 //! the writer inserts one row per transaction rather than one per event.
 
+mod rollup;
 mod scan;
 
 use std::fs::{File, TryLockError};
@@ -25,6 +26,7 @@ use super::{Appended, IdempotencyKey, Part, ScanOrder, Store, StoreError, StoreM
 use crate::event::{Event, EventRef, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
 use crate::query::TimeRange;
+use crate::query::rollup::Covered;
 
 /// Most events committed in one transaction.
 const MAX_GROUP_EVENTS: usize = 100_000;
@@ -76,6 +78,11 @@ enum Command {
         cutoff: i64,
         reply: oneshot::Sender<Result<(u64, usize), StoreError>>,
     },
+    /// Stores hour summaries (from the builder thread).
+    SaveRollups {
+        rolled: rollup::Rolled,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Forgets idempotency keys older than the cutoff (ms).
     PruneKeys {
         cutoff: i64,
@@ -96,6 +103,7 @@ pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
     reader: Arc<Mutex<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    builder: Mutex<rollup::Builder>,
     _lock: File,
 }
 
@@ -122,6 +130,7 @@ impl SqliteStore {
         let mut writer_conn = open_connection(&path).map_err(|e| open_err(e.to_string()))?;
         writer_conn
             .execute_batch(SCHEMA)
+            .and_then(|()| writer_conn.execute_batch(rollup::SCHEMA))
             .map_err(|e| open_err(e.to_string()))?;
         migrate_event_rows(&mut writer_conn).map_err(|e| open_err(describe(&e)))?;
         let next_seq = read_mark(&writer_conn)
@@ -138,11 +147,13 @@ impl SqliteStore {
             .name("rta-writer".into())
             .spawn(move || state.run(rx))
             .map_err(thread_err)?;
+        let builder = rollup::Builder::start(path.clone(), commands.clone()).map_err(thread_err)?;
         Ok(Self {
             path,
             commands,
             reader: Arc::new(Mutex::new(reader)),
             writer: Mutex::new(Some(writer)),
+            builder: Mutex::new(builder),
             _lock: lock,
         })
     }
@@ -411,9 +422,10 @@ impl Store for SqliteStore {
         types: Option<&[EventType]>,
         dimensions: Option<&[&str]>,
         part: Part,
+        covered: &Covered,
         visit: &mut dyn FnMut(u64, &EventRef<'_>),
     ) -> Result<(), StoreError> {
-        scan::visit_range(&self.path, range, types, dimensions, part, visit)
+        scan::visit_range(&self.path, range, types, dimensions, part, covered, visit)
     }
 
     fn scan_events(
@@ -457,7 +469,26 @@ impl Store for SqliteStore {
         }
     }
 
+    fn rollups(
+        &self,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        take: &mut dyn FnMut(i64, &str, &[u8]) -> bool,
+    ) -> Result<Covered, StoreError> {
+        rollup::read(&self.path, range, types, take)
+    }
+
     async fn close(&self) {
+        // The builder first: it may be waiting for the writer.
+        let builder = std::mem::replace(
+            &mut *self.builder.lock().unwrap_or_else(|p| p.into_inner()),
+            rollup::Builder::stopped(),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut builder = builder;
+            builder.stop();
+        })
+        .await;
         let _ = self.commands.send(Command::Close).await;
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(handle) = handle {
@@ -584,6 +615,14 @@ impl Writer {
                 }
                 Command::DeleteBefore { cutoff, reply } => {
                     let _ = reply.send(self.delete_chunk(cutoff));
+                }
+                Command::SaveRollups { rolled, reply } => {
+                    let saved = self
+                        .conn
+                        .transaction()
+                        .and_then(|tx| rollup::save(&tx, &rolled).and_then(|()| tx.commit()))
+                        .map_err(|e| StoreError::Write(describe(&e)));
+                    let _ = reply.send(saved);
                 }
                 Command::PruneKeys { cutoff, reply } => {
                     let pruned = self
@@ -755,6 +794,7 @@ impl Writer {
                 }
             }
         }
+        rollup::forget_before(&tx, cutoff).map_err(write)?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('deleted', ?1), ('deleted_seq', ?2)
              ON CONFLICT(key) DO UPDATE SET value =

@@ -9,6 +9,7 @@ use rusqlite::params;
 use super::{SCAN_BYTES, SCAN_CHUNK, decode_row, open_connection};
 use crate::event::{Event, EventRef, EventType};
 use crate::query::TimeRange;
+use crate::query::rollup::Covered;
 use crate::store::segment;
 use crate::store::{Part, ScanOrder, StoreError};
 
@@ -19,7 +20,8 @@ pub(super) fn scan_range(
     part: Part,
     sink: &mut dyn FnMut(u64, &[Event]),
 ) -> Result<(), StoreError> {
-    for_each_segment(path, range, types, part, &mut |first_seq, data| {
+    let none = Covered::default();
+    for_each_segment(path, range, types, part, &none, &mut |first_seq, data| {
         let events = decode_row(first_seq as i64, data);
         // The part's events: runs of consecutive ones.
         let mut start = 0;
@@ -43,15 +45,16 @@ pub(super) fn visit_range(
     types: Option<&[EventType]>,
     dimensions: Option<&[&str]>,
     part: Part,
+    covered: &Covered,
     visit: &mut dyn FnMut(u64, &EventRef<'_>),
 ) -> Result<(), StoreError> {
     let kinds: Option<Vec<&str>> = types.map(|ts| ts.iter().map(EventType::as_str).collect());
     let mut owned = |seq: u64, event: &EventRef<'_>| {
-        if part.owns(seq) {
+        if part.owns(seq) && !covered.covers(seq, event.kind, event.millis) {
             visit(seq, event);
         }
     };
-    for_each_segment(path, range, types, part, &mut |first_seq, data| {
+    for_each_segment(path, range, types, part, covered, &mut |first_seq, data| {
         if let Err(reason) =
             segment::visit(data, first_seq, kinds.as_deref(), dimensions, &mut owned)
         {
@@ -61,13 +64,15 @@ pub(super) fn visit_range(
 }
 
 /// Calls `each(first_seq, data)` for every segment that may hold events in
-/// `range` of one of `types` and of this `part`, in commit order (the
-/// caller keeps only the part's events).
+/// `range` of one of `types` and of this `part`, and not only events the
+/// `covered` hour summaries hold, in commit order (the caller keeps only
+/// the part's events).
 fn for_each_segment(
     path: &Path,
     range: TimeRange,
     types: Option<&[EventType]>,
     part: Part,
+    covered: &Covered,
     each: &mut dyn FnMut(u64, &[u8]),
 ) -> Result<(), StoreError> {
     let conn = open_connection(path).map_err(|e| StoreError::Read(e.to_string()))?;
@@ -75,7 +80,7 @@ fn for_each_segment(
     // `min_ts < to` is what the index answers; old ranges touch few rows.
     let mut stmt = conn
         .prepare(
-            "SELECT first_seq, types, data, last_seq FROM segments
+            "SELECT first_seq, types, data, last_seq, min_ts, max_ts FROM segments
              WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
              ORDER BY first_seq LIMIT ?4",
         )
@@ -90,16 +95,25 @@ fn for_each_segment(
         while let Some(row) = rows.next().map_err(read)? {
             rows_read += 1;
             after = row.get(0).map_err(read)?;
-            if let Some(wanted) = &wanted {
-                let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
-                if !wanted.iter().any(|t| held.contains(t.as_str())) {
-                    continue;
-                }
+            let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
+            if let Some(wanted) = &wanted
+                && !wanted.iter().any(|t| held.contains(t.as_str()))
+            {
+                continue;
             }
             // Only segments holding some of the part's events are read.
             let last: i64 = row.get(3).map_err(read)?;
             if !part.owns_any(after as u64, last.max(after) as u64) {
                 continue;
+            }
+            if !covered.is_empty() {
+                let span = (row.get(4).map_err(read)?, row.get(5).map_err(read)?);
+                let kinds = held.split(',').filter(|k| {
+                    !k.is_empty() && types.is_none_or(|ts| ts.iter().any(|t| t.as_str() == *k))
+                });
+                if covered.covers_segment(range, last.max(after) as u64, span, kinds) {
+                    continue;
+                }
             }
             let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
             each(after as u64, data);

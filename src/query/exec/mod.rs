@@ -9,6 +9,8 @@
 //! exact while small, then about 1.6% standard error: within 5% with 99.7%
 //! confidence). Top values per dimension are Space-Saving counts.
 
+mod cells;
+
 use smallvec::SmallVec;
 
 use super::acc::{Acc, MeasureAcc, dim_acc, measure_acc, stat_value};

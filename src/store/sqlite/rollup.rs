@@ -1,0 +1,318 @@
+//! Hour summaries of the stored events (see [`crate::query::rollup`]),
+//! kept in the `rollups` table beside the segments they summarise.
+//!
+//! A builder thread reads the segments committed after `rollup_seq`, adds
+//! their events to the summaries of their (hour, type), merges those into
+//! the stored ones and hands the bytes to the writer thread, which stores
+//! them and the new `rollup_seq` in one transaction: after a crash the
+//! summaries hold exactly the events up to `rollup_seq`, and the builder
+//! goes on from there. Only the builder writes summaries, so reading one
+//! and writing it back later loses nothing.
+//!
+//! Retention: a summary is kept only for hours wholly after every cutoff
+//! applied (`rollup_floor`, raised in the transaction that deletes
+//! events), so a summary never holds a deleted event.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Command, open_connection};
+use crate::event::EventType;
+use crate::query::TimeRange;
+use crate::query::rollup::{Covered, HOUR_MS, HourBlock, hour_of, whole_hours};
+use crate::store::{StoreError, segment};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS rollups (
+    hour  INTEGER NOT NULL,
+    type  TEXT NOT NULL,
+    block BLOB NOT NULL,
+    PRIMARY KEY (hour, type)
+) WITHOUT ROWID;
+";
+
+/// Events summarised before the summaries are stored.
+const BUILD_EVENTS: u64 = 250_000;
+/// (hour, type) summaries held in memory before they are stored.
+const BUILD_BLOCKS: usize = 64;
+/// How often the builder looks for new events.
+const BUILD_EVERY: Duration = Duration::from_millis(500);
+
+/// Summaries to store, up to the event numbered `upto`.
+pub(super) struct Rolled {
+    pub(super) blocks: Vec<(i64, String, Vec<u8>)>,
+    pub(super) upto: u64,
+}
+
+fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+/// The builder: a thread that keeps the summaries up with the segments
+/// until `stop` is set.
+pub(super) struct Builder {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Builder {
+    pub(super) fn start(path: PathBuf, commands: mpsc::Sender<Command>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("rta-rollup".into())
+            .spawn(move || run(&path, &commands, &stopping))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// No thread (one that was stopped).
+    pub(super) fn stopped() -> Self {
+        Self {
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        }
+    }
+
+    /// Stops the thread (between two batches) and waits for it. Blocking.
+    pub(super) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Builder {
+    fn drop(&mut self) {
+        // Without waiting: the thread lets go of the writer within a batch.
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn run(path: &Path, commands: &mpsc::Sender<Command>, stop: &AtomicBool) {
+    let conn = match open_connection(path) {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::error!(reason = %e, "hour summaries are off: cannot open the database");
+            return;
+        }
+    };
+    while !stop.load(Ordering::Acquire) {
+        if let Err(e) = catch_up(&conn, commands, stop) {
+            // Queries read the events meanwhile; the next round tries again.
+            tracing::warn!(reason = %e, "could not update the hour summaries");
+        }
+        let mut slept = Duration::ZERO;
+        while slept < BUILD_EVERY && !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(50));
+            slept += Duration::from_millis(50);
+        }
+    }
+}
+
+/// Summarises every segment after `rollup_seq`, a batch at a time.
+fn catch_up(
+    conn: &Connection,
+    commands: &mpsc::Sender<Command>,
+    stop: &AtomicBool,
+) -> Result<(), StoreError> {
+    let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+    let mut upto = meta(conn, "rollup_seq").map_err(read)?.unwrap_or(0);
+    let (started, mut summarised) = (std::time::Instant::now(), 0u64);
+    let mut select = conn
+        .prepare(
+            "SELECT first_seq, last_seq, data FROM segments WHERE first_seq > ?1
+             ORDER BY first_seq LIMIT 16",
+        )
+        .map_err(read)?;
+    while !stop.load(Ordering::Acquire) {
+        // Hour start -> (type, summary).
+        let mut blocks: Vec<(i64, Vec<(EventType, HourBlock)>)> = Vec::new();
+        let (mut events, mut read_upto) = (0u64, upto);
+        'batch: loop {
+            let mut rows = select.query(params![read_upto]).map_err(read)?;
+            let mut any = false;
+            while let Some(row) = rows.next().map_err(read)? {
+                any = true;
+                let first: i64 = row.get(0).map_err(read)?;
+                let last: i64 = row.get(1).map_err(read)?;
+                let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
+                let visited = segment::visit(data, first as u64, None, None, &mut |seq, e| {
+                    let hour = hour_of(e.millis);
+                    let at = match blocks.iter().position(|(h, _)| *h == hour) {
+                        Some(at) => at,
+                        None => {
+                            blocks.push((hour, Vec::new()));
+                            blocks.len() - 1
+                        }
+                    };
+                    let kinds = &mut blocks[at].1;
+                    match kinds.iter_mut().find(|(k, _)| k.as_str() == e.kind) {
+                        Some((_, block)) => block.add(seq, e),
+                        None => {
+                            if let Ok(kind) =
+                                EventType::parse(e.kind, &crate::event::Limits::unbounded())
+                            {
+                                let mut block = HourBlock::default();
+                                block.add(seq, e);
+                                kinds.push((kind, block));
+                            }
+                        }
+                    }
+                });
+                if let Err(reason) = visited {
+                    // The events of a segment that cannot be read are not
+                    // summarised; queries would skip them as well.
+                    tracing::warn!(first_seq = first, %reason, "an unreadable segment is left out of the hour summaries");
+                }
+                events += (last - first + 1) as u64;
+                read_upto = last.max(first);
+                let held: usize = blocks.iter().map(|(_, k)| k.len()).sum();
+                if events >= BUILD_EVENTS || held >= BUILD_BLOCKS {
+                    break 'batch;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        if read_upto == upto {
+            // A backlog (after a burst, or the first start of a version
+            // with summaries) is worth a line; keeping up is not.
+            if summarised >= BUILD_EVENTS {
+                tracing::info!(
+                    events = summarised,
+                    seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+                    through_seq = upto,
+                    "hour summaries caught up"
+                );
+            }
+            return Ok(());
+        }
+        summarised += events;
+        let rolled = merge_stored(conn, blocks, read_upto).map_err(read)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .blocking_send(Command::SaveRollups { rolled, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.blocking_recv().map_err(|_| StoreError::Closed)??;
+        upto = read_upto;
+    }
+    Ok(())
+}
+
+/// The new summaries merged into the stored ones, encoded.
+fn merge_stored(
+    conn: &Connection,
+    blocks: Vec<(i64, Vec<(EventType, HourBlock)>)>,
+    upto: i64,
+) -> rusqlite::Result<Rolled> {
+    let mut stored =
+        conn.prepare_cached("SELECT block FROM rollups WHERE hour = ?1 AND type = ?2")?;
+    let mut out = Vec::new();
+    for (hour, kinds) in blocks {
+        for (kind, mut block) in kinds {
+            let before: Option<Vec<u8>> = stored
+                .query_row(params![hour, kind.as_str()], |r| r.get(0))
+                .optional()?;
+            if let Some(bytes) = before {
+                match HourBlock::decode(&bytes) {
+                    Ok(mut old) => {
+                        old.merge(block);
+                        block = old;
+                    }
+                    Err(reason) => {
+                        // What it held is unknown: the hour is read event by event from now on.
+                        tracing::warn!(hour, kind = kind.as_str(), %reason, "an unreadable hour summary is given up");
+                        block.merge(HourBlock::unsummarised());
+                    }
+                }
+            }
+            out.push((hour, kind.as_str().to_string(), block.encode()));
+        }
+    }
+    Ok(Rolled {
+        blocks: out,
+        upto: upto as u64,
+    })
+}
+
+/// Stores summaries and how far they reach, on the writer's transaction.
+pub(super) fn save(tx: &Transaction<'_>, rolled: &Rolled) -> rusqlite::Result<()> {
+    let floor = meta(tx, "rollup_floor")?.unwrap_or(i64::MIN);
+    let mut put = tx.prepare_cached(
+        "INSERT INTO rollups (hour, type, block) VALUES (?1, ?2, ?3)
+         ON CONFLICT (hour, type) DO UPDATE SET block = excluded.block",
+    )?;
+    for (hour, kind, block) in &rolled.blocks {
+        // Retention has passed this hour since it was read.
+        if *hour >= floor {
+            put.execute(params![hour, kind, block])?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('rollup_seq', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        params![rolled.upto as i64],
+    )?;
+    Ok(())
+}
+
+/// Drops the summaries of hours not wholly after `cutoff`, in the
+/// transaction deleting the events before it.
+pub(super) fn forget_before(tx: &Transaction<'_>, cutoff: i64) -> rusqlite::Result<()> {
+    let floor = hour_of(cutoff.saturating_add(HOUR_MS - 1));
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('rollup_floor', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        params![floor],
+    )?;
+    tx.execute("DELETE FROM rollups WHERE hour < ?1", params![floor])?;
+    Ok(())
+}
+
+/// See [`crate::store::Store::rollups`].
+pub(super) fn read(
+    path: &Path,
+    range: TimeRange,
+    types: Option<&[EventType]>,
+    take: &mut dyn FnMut(i64, &str, &[u8]) -> bool,
+) -> Result<Covered, StoreError> {
+    let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
+    let mut conn = open_connection(path).map_err(read)?;
+    // One snapshot: the summaries and how far they reach agree.
+    let tx = conn.transaction().map_err(read)?;
+    let upto = meta(&tx, "rollup_seq").map_err(read)?.unwrap_or(0);
+    let mut covered = Covered::new(upto as u64);
+    let (first, end) = whole_hours(range);
+    if upto == 0 || first >= end {
+        return Ok(covered);
+    }
+    let mut select = tx
+        .prepare("SELECT hour, type, block FROM rollups WHERE hour >= ?1 AND hour < ?2")
+        .map_err(read)?;
+    let mut rows = select.query(params![first, end]).map_err(read)?;
+    while let Some(row) = rows.next().map_err(read)? {
+        let hour: i64 = row.get(0).map_err(read)?;
+        let kind = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
+        if types.is_some_and(|ts| !ts.iter().any(|t| t.as_str() == kind)) {
+            continue;
+        }
+        let block = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
+        if take(hour, kind, block) {
+            covered.add(hour, kind);
+        }
+    }
+    Ok(covered)
+}
