@@ -42,6 +42,9 @@ const SIZE_CHECK_EVENTS: u32 = 4096;
 /// The first bytes of an encoded block.
 const MAGIC: &[u8; 3] = b"RU1";
 
+/// A block as stored: its parts by name, the block itself being `""`.
+pub type Parts = Vec<(String, Vec<u8>)>;
+
 /// The start of the UTC hour holding `ms`.
 pub fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(HOUR_MS) * HOUR_MS
@@ -230,7 +233,7 @@ impl HourBlock {
             self.enforce_limits();
         }
         self.added += 1;
-        if self.added % SIZE_CHECK_EVENTS == 0 {
+        if self.added.is_multiple_of(SIZE_CHECK_EVENTS) {
             self.check_size();
         }
     }
@@ -495,34 +498,14 @@ impl HourBlock {
         }
     }
 
-    /// The bytes kept in the store.
-    pub fn encode(&self) -> Vec<u8> {
-        let sketches: Vec<Vec<Vec<u8>>> = self
-            .cells
-            .values()
-            .map(|c| {
-                c.measures
-                    .iter()
-                    .map(|(_, m)| {
-                        m.full
-                            .as_ref()
-                            .and_then(|s| postcard::to_stdvec(s).ok())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            })
-            .collect();
-        let distinct: Vec<Vec<Vec<u8>>> = self
-            .cells
-            .values()
-            .map(|c| {
-                c.distinct
-                    .iter()
-                    .map(|(_, d)| postcard::to_stdvec(d).unwrap_or_default())
-                    .collect()
-            })
-            .collect();
-        let wire = BlockWire {
+    /// The bytes kept in the store: the block itself (keys, counts,
+    /// basics; part `""`), then per measure its cells' quantile sketches
+    /// (part `m:NAME`) and per dimension out of the key its cells'
+    /// distinct sketches (part `d:NAME`), so a query reads only the parts
+    /// it needs.
+    pub fn encode(&self) -> Parts {
+        let cells: Vec<(&CellKey, &Cell)> = self.cells.iter().collect();
+        let base = BlockWire {
             flags: u8::from(self.no_distinct)
                 | u8::from(self.capped) << 1
                 | u8::from(self.overflowed) << 2,
@@ -539,43 +522,56 @@ impl HourBlock {
                 .collect(),
             unkeyed: self.unkeyed.iter().map(|n| &**n).collect(),
             measures: self.measures.iter().map(|n| &**n).collect(),
-            cells: self
-                .cells
+            cells: cells
                 .iter()
-                .zip(sketches.iter().zip(&distinct))
-                .map(|((key, cell), (sketches, distinct))| CellWire {
+                .map(|(key, cell)| CellWire {
                     key: key.to_vec(),
                     events: cell.events,
                     span: cell.span,
                     measures: cell
                         .measures
                         .iter()
-                        .zip(sketches)
-                        .map(|((name, m), sketch)| MeasureWire {
+                        .map(|(name, m)| MeasureWire {
                             name,
                             basic: m.basic,
                             last: m.last.unwrap_or((cell.span.1, 0, 0.0)),
-                            sketch,
                         })
-                        .collect(),
-                    distinct: cell
-                        .distinct
-                        .iter()
-                        .zip(distinct)
-                        .map(|((name, _), bytes)| (&**name, bytes.as_slice()))
                         .collect(),
                 })
                 .collect(),
         };
-        let mut out = MAGIC.to_vec();
-        // Serializing plain in-memory data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(&wire).unwrap_or_default());
+        let mut out = vec![(String::new(), with_magic(&base))];
+        for name in &self.measures {
+            let sketches: Vec<Option<Vec<u8>>> = cells
+                .iter()
+                .map(|(_, c)| {
+                    let m = c.measures.iter().find(|(n, _)| n == name)?;
+                    postcard::to_stdvec(m.1.full.as_ref()?).ok()
+                })
+                .collect();
+            if sketches.iter().any(Option::is_some) {
+                out.push((format!("m:{name}"), with_magic(&sketches)));
+            }
+        }
+        for name in &self.unkeyed {
+            let sketches: Vec<Option<Vec<u8>>> = cells
+                .iter()
+                .map(|(_, c)| {
+                    let d = c.distinct.iter().find(|(n, _)| n == name)?;
+                    postcard::to_stdvec(&d.1).ok()
+                })
+                .collect();
+            if sketches.iter().any(Option::is_some) {
+                out.push((format!("d:{name}"), with_magic(&sketches)));
+            }
+        }
         out
     }
 
-    /// A block as [`HourBlock::encode`] wrote it, whole (to merge more in).
-    pub fn decode(bytes: &[u8]) -> Result<HourBlock, String> {
-        let view = BlockView::decode(bytes)?;
+    /// A block as [`HourBlock::encode`] wrote it, whole (to merge more
+    /// in): the block (part `""`) and its parts.
+    pub fn decode(base: &[u8], parts: &[(String, Vec<u8>)]) -> Result<HourBlock, String> {
+        let view = BlockView::decode(base)?;
         let mut block = HourBlock {
             keyed: view
                 .keyed
@@ -589,51 +585,69 @@ impl HourBlock {
             overflowed: view.overflowed(),
             ..HourBlock::default()
         };
-        for cell in &view.cells {
-            let mut measures = Vec::with_capacity(cell.measures.len());
-            for m in &cell.measures {
-                let full: MeasureStats =
-                    postcard::from_bytes(m.sketch).map_err(|e| e.to_string())?;
-                measures.push((
-                    Text::from(m.name),
-                    MeasureAcc {
-                        basic: m.basic,
-                        last: Some(m.last),
-                        full: Some(full),
-                    },
-                ));
+        let mut cells: Vec<Cell> = view
+            .cells
+            .iter()
+            .map(|cell| Cell {
+                events: cell.events,
+                span: cell.span,
+                measures: cell
+                    .measures
+                    .iter()
+                    .map(|m| {
+                        let acc = MeasureAcc {
+                            basic: m.basic,
+                            last: Some(m.last),
+                            full: None,
+                        };
+                        (Text::from(m.name), acc)
+                    })
+                    .collect(),
+                distinct: Vec::new(),
+            })
+            .collect();
+        for (part, bytes) in parts {
+            let sketches = Sketches::decode(bytes, cells.len())?;
+            if let Some(name) = part.strip_prefix("m:") {
+                for (cell, sketch) in cells.iter_mut().zip(sketches.per_cell) {
+                    let Some(sketch) = sketch else { continue };
+                    let stats: MeasureStats =
+                        postcard::from_bytes(sketch).map_err(|e| e.to_string())?;
+                    if let Some((_, m)) = cell.measures.iter_mut().find(|(n, _)| **n == *name) {
+                        m.full = Some(stats);
+                    }
+                }
+            } else if let Some(name) = part.strip_prefix("d:") {
+                let name = Text::from(name);
+                for (cell, sketch) in cells.iter_mut().zip(sketches.per_cell) {
+                    let Some(sketch) = sketch else { continue };
+                    let d: Distinct = postcard::from_bytes(sketch).map_err(|e| e.to_string())?;
+                    cell.distinct.push((name.clone(), d));
+                }
             }
-            let mut distinct = Vec::with_capacity(cell.distinct.len());
-            for (name, bytes) in &cell.distinct {
-                let d: Distinct = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
-                distinct.push((Text::from(*name), d));
+        }
+        for (wire, cell) in view.cells.iter().zip(cells) {
+            // Every measure of a cell has its sketch stored.
+            if cell.measures.iter().any(|(_, m)| m.full.is_none()) {
+                return Err("a measure's quantile sketch is missing".into());
             }
-            block.check_key(&cell.key)?;
-            block.cells.insert(
-                cell.key.iter().copied().collect(),
-                Cell {
-                    events: cell.events,
-                    span: cell.span,
-                    measures,
-                    distinct,
-                },
-            );
+            block.cells.insert(wire.key.iter().copied().collect(), cell);
         }
         Ok(block)
     }
+}
 
-    fn check_key(&self, key: &[u16]) -> Result<(), String> {
-        let fits = key.len() == self.keyed.len()
-            && key
-                .iter()
-                .zip(&self.keyed)
-                .all(|(v, (_, values))| (*v as usize) <= values.len());
-        if fits {
-            Ok(())
-        } else {
-            Err("a cell's key does not match its block".into())
-        }
-    }
+fn with_magic<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    // Serializing plain in-memory data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(value).unwrap_or_default());
+    out
+}
+
+fn without_magic(bytes: &[u8]) -> Result<&[u8], String> {
+    bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| "not an hour summary of this version".to_string())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -671,9 +685,6 @@ pub(super) struct CellWire<'a> {
     pub(super) span: (i64, i64),
     #[serde(borrow)]
     pub(super) measures: Vec<MeasureWire<'a>>,
-    /// Per dimension out of the key: its distinct-count sketch, encoded.
-    #[serde(borrow)]
-    pub(super) distinct: Vec<(&'a str, &'a [u8])>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -682,18 +693,27 @@ pub(super) struct MeasureWire<'a> {
     pub(super) basic: Basic,
     /// The latest value: (time, sequence number, value).
     pub(super) last: (i64, u64, f64),
-    /// The quantile sketch, encoded: decoded only when quantiles are asked.
-    pub(super) sketch: &'a [u8],
 }
 
-impl MeasureWire<'_> {
-    pub(super) fn stats(&self) -> Option<MeasureStats> {
-        postcard::from_bytes(self.sketch).ok()
+/// One part of a block: a sketch per cell (in the block's cell order),
+/// each still encoded.
+pub struct Sketches<'a> {
+    pub(super) per_cell: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> Sketches<'a> {
+    pub fn decode(bytes: &'a [u8], cells: usize) -> Result<Sketches<'a>, String> {
+        let per_cell: Vec<Option<&'a [u8]>> =
+            postcard::from_bytes(without_magic(bytes)?).map_err(|e| e.to_string())?;
+        if per_cell.len() != cells {
+            return Err("a part does not match its block's cells".into());
+        }
+        Ok(Sketches { per_cell })
     }
 }
 
-/// A stored block read in place, for answering: its sketches stay encoded
-/// until a query needs them.
+/// A stored block read in place, for answering: its sketches are parts of
+/// their own, read when a query needs them.
 pub struct BlockView<'a> {
     wire: BlockWire<'a>,
 }
@@ -707,10 +727,8 @@ impl<'a> std::ops::Deref for BlockView<'a> {
 
 impl<'a> BlockView<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<BlockView<'a>, String> {
-        let body = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or("not an hour summary of this version")?;
-        let wire: BlockWire<'a> = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        let wire: BlockWire<'a> =
+            postcard::from_bytes(without_magic(bytes)?).map_err(|e| e.to_string())?;
         let view = BlockView { wire };
         for cell in &view.cells {
             let fits = cell.key.len() == view.keyed.len()
@@ -753,6 +771,11 @@ impl<'a> BlockView<'a> {
 
     pub(super) fn is_unkeyed(&self, name: &str) -> bool {
         self.unkeyed.contains(&name)
+    }
+
+    /// Names seen as measures.
+    pub(super) fn measures(&self) -> &[&'a str] {
+        &self.measures
     }
 
     pub(super) fn is_measure(&self, name: &str) -> bool {

@@ -20,11 +20,10 @@ use super::access::TokenIn;
 use super::models::{ApiError, rfc3339};
 use super::{ApiFailure, AppState};
 use crate::event::Timestamp;
-use crate::query::exec::{Answer, Executor, KeyValue, Row, StatValue};
+use crate::query::exec::{Answer, KeyValue, Row, StatValue};
 use crate::query::parse::QueryText;
-use crate::query::rollup::{BlockView, Covered};
 use crate::query::{Query, TimeRange};
-use crate::store::Part;
+use crate::store::answer::AnswerError;
 
 /// Threads a scan is split between (the machines rta runs on have few cores).
 const SCAN_THREADS: u64 = 2;
@@ -126,68 +125,35 @@ impl QueryApi {
         let store = self.state.store.clone();
         let total = self.state.engine.with(|e| e.total());
         // The live aggregates answer when they hold exactly these events.
+        let started = std::time::Instant::now();
+        let elapsed_ms = || started.elapsed().as_secs_f64() * 1000.0;
         if let Some(answer) = self.state.engine.with(|e| e.answer(&query, cutoff)) {
             let answer = answer.map_err(|e| ApiFailure::BadRequest(e.to_string()))?;
-            return Ok(QueryOut::new(answer, asked, total));
+            let read = QueryRead {
+                from: "engine".into(),
+                elapsed_ms: elapsed_ms(),
+                ..QueryRead::default()
+            };
+            return Ok(QueryOut::new(answer, asked, total, read));
         }
         // Scans run a few at a time (each takes two threads).
         let _permit = self.state.stored_answers.acquire().await.ok();
-        let answer = tokio::task::spawn_blocking(move || {
-            let types = query.types();
-            let names = query.names_read();
-            let unavailable = |e: crate::store::StoreError| ApiFailure::Unavailable(e.to_string());
-            // Whole hours from their summaries, where the query can take them.
-            let mut summed = Executor::new(&query);
-            let covered = store
-                .rollups(query.range, types.as_deref(), &mut |hour, kind, bytes| {
-                    match BlockView::decode(bytes) {
-                        Ok(block) if summed.can_take(&block) => {
-                            summed.take_block(&block, hour, kind);
-                            true
-                        }
-                        Ok(_) => false,
-                        Err(reason) => {
-                            tracing::warn!(hour, kind, %reason, "reading the events of an hour whose summary is unreadable");
-                            false
-                        }
-                    }
-                })
-                .map_err(unavailable)?;
-            // The other events: a part of the segments a thread, merged at
-            // the end.
-            let scan = |of: u64, covered: &Covered| {
-                Part::in_parallel(of, |part| {
-                    let mut exec = Executor::new(&query);
-                    store
-                        .visit_range(
-                            query.range,
-                            types.as_deref(),
-                            Some(&names),
-                            part,
-                            covered,
-                            &mut |seq, event| exec.add_one(seq, event),
-                        )
-                        .map(|()| exec)
-                })
-                .map_err(unavailable)
-            };
-            let mut parts = scan(SCAN_THREADS, &covered)?;
-            // Read again in one part, every event, when the parts may have
-            // kept different fields.
-            if summed.capped() || parts.iter().any(Executor::capped) {
-                summed = Executor::new(&query);
-                parts = scan(1, &Covered::default())?;
-            }
-            let mut exec = summed;
-            for part in parts {
-                exec.merge(part);
-            }
-            exec.finish()
-                .map_err(|e| ApiFailure::BadRequest(e.to_string()))
+        let answered = tokio::task::spawn_blocking(move || {
+            crate::store::answer::answer(store.as_ref(), &query, SCAN_THREADS)
         })
         .await
-        .map_err(|e| ApiFailure::Unavailable(e.to_string()))??;
-        Ok(QueryOut::new(answer, asked, total))
+        .map_err(|e| ApiFailure::Unavailable(e.to_string()))?
+        .map_err(|e| match e {
+            AnswerError::Store(e) => ApiFailure::Unavailable(e.to_string()),
+            AnswerError::Query(e) => ApiFailure::BadRequest(e.to_string()),
+        })?;
+        let read = QueryRead {
+            from: "store".into(),
+            summary_hours: answered.summary_hours,
+            events_read: answered.events_read,
+            elapsed_ms: elapsed_ms(),
+        };
+        Ok(QueryOut::new(answered.answer, asked, total, read))
     }
 }
 
@@ -277,6 +243,26 @@ pub struct QueryOut {
     /// The groups beyond `top`, summed (absent when there are none).
     #[oai(skip_serializing_if_is_none)]
     pub others: Option<QueryRow>,
+    /// How the answer was found, and what that took.
+    pub read: QueryRead,
+}
+
+/// Where an answer came from. The live aggregates answer when they hold
+/// exactly the events asked about; otherwise whole hours come from their
+/// summaries where the query allows (filters and breakdowns on fields
+/// with few values in that hour, hour or day buckets, no `top`) and the
+/// other events are read one at a time.
+#[derive(Debug, Object, Default)]
+#[oai(rename_all = "camelCase")]
+pub struct QueryRead {
+    /// `engine` (the live aggregates) or `store`.
+    pub from: String,
+    /// Hours of one type taken from their summaries.
+    pub summary_hours: u64,
+    /// Stored events read one at a time.
+    pub events_read: u64,
+    /// Time spent answering, in milliseconds.
+    pub elapsed_ms: f64,
 }
 
 /// One group.
@@ -299,7 +285,7 @@ pub struct QueryRow {
 }
 
 impl QueryOut {
-    fn new(answer: Answer, range: TimeRange, total: u64) -> Self {
+    fn new(answer: Answer, range: TimeRange, total: u64, read: QueryRead) -> Self {
         let columns: Vec<String> = answer.stats.iter().map(|s| s.column()).collect();
         let row = |r: &Row| QueryRow {
             key: answer
@@ -347,6 +333,7 @@ impl QueryOut {
             rows: answer.rows.iter().map(row).collect(),
             others: answer.others.as_ref().map(row),
             columns,
+            read,
         }
     }
 }

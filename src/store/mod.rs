@@ -5,6 +5,7 @@
 //! durability: `append` returns only once the events survive a crash, and
 //! then publishes them to the [`Feed`](crate::feed::Feed).
 
+pub mod answer;
 pub mod segment;
 pub mod sqlite;
 
@@ -132,6 +133,13 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
+/// Reads one part of an hour summary by name; `None` when it is not stored.
+pub type RollupParts<'a> = dyn FnMut(&str) -> Option<Vec<u8>> + 'a;
+
+/// Looks at one hour summary (hour, type, the block, its parts) and
+/// answers whether it was used.
+pub type TakeRollup<'a> = dyn FnMut(i64, &str, &[u8], &mut RollupParts<'_>) -> bool + 'a;
+
 /// Where committed events come from and go to.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -192,7 +200,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The hour summaries ([`crate::query::rollup`]) of `types` (every type
     /// when `None`) for the whole hours inside `range`: `take(hour, type,
-    /// bytes)` for each, answering whether the caller used it. Returns what
+    /// block, parts)` for each, which reads the parts it needs with
+    /// `parts(name)` and answers whether it used the summary. Returns what
     /// the summaries used hold, for [`Store::visit_range`] to skip. The
     /// summaries trail ingest by a moment; what they do not hold yet is
     /// read from the events. Blocking.
@@ -200,7 +209,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
-        take: &mut dyn FnMut(i64, &str, &[u8]) -> bool,
+        take: &mut TakeRollup<'_>,
     ) -> Result<Covered, StoreError>;
 
     /// Calls `sink(seq, event)` with stored events that may lie in `range`

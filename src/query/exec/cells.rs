@@ -7,8 +7,11 @@
 use super::Executor;
 use crate::event::{EventFields, ValueRef};
 use crate::query::acc::{MeasureAcc, dim_acc, measure_acc};
-use crate::query::rollup::{BlockView, CellWire};
+use crate::query::rollup::{BlockView, CellWire, Sketches};
 use crate::query::{Breakdown, Field, Stat};
+
+/// A cell's sketch of a field, `(is a measure, name)`, still encoded.
+type SketchOf<'s> = dyn Fn((bool, &str)) -> Option<&'s [u8]> + 's;
 
 /// A cell seen as one of its events, through the fields its key holds.
 struct CellView<'b, 'a> {
@@ -86,13 +89,48 @@ impl Executor<'_> {
             })
     }
 
+    /// The parts of a block (see [`crate::query::rollup::HourBlock::encode`])
+    /// that taking it needs: the sketches of the measures whose quantiles
+    /// are shown, the distinct sketches of dimensions out of the key.
+    pub fn parts_needed(&self, block: &BlockView<'_>) -> Vec<String> {
+        let plan = &self.plan;
+        let measures = block
+            .measures()
+            .iter()
+            .filter(|m| plan.keeps(m) && plan.quantiles(m))
+            .map(|m| format!("m:{m}"));
+        let dimensions = plan
+            .dimensions
+            .iter()
+            .filter(|d| block.is_unkeyed(d))
+            .map(|d| format!("d:{d}"));
+        measures.chain(dimensions).collect()
+    }
+
     /// Takes the events of a block the query can take (see
     /// [`Executor::can_take`]): the block of type `kind` for the hour
-    /// starting at `hour`.
-    pub fn take_block(&mut self, block: &BlockView<'_>, hour: i64, kind: &str) {
-        for cell in block.cells() {
+    /// starting at `hour`, with the parts it needs (those stored).
+    pub fn take_block(
+        &mut self,
+        block: &BlockView<'_>,
+        hour: i64,
+        kind: &str,
+        parts: &[(String, Vec<u8>)],
+    ) -> Result<(), String> {
+        let cells = block.cells();
+        // (is a measure's, field name, sketches)
+        let mut sketches = Vec::with_capacity(parts.len());
+        for (name, bytes) in parts {
+            let field = match (name.strip_prefix("m:"), name.strip_prefix("d:")) {
+                (Some(m), _) => (true, m),
+                (None, Some(d)) => (false, d),
+                (None, None) => continue,
+            };
+            sketches.push((field, Sketches::decode(bytes, cells.len())?));
+        }
+        for (i, cell) in cells.iter().enumerate() {
             if self.failed.is_some() {
-                return;
+                break;
             }
             let view = CellView {
                 block,
@@ -101,12 +139,20 @@ impl Executor<'_> {
                 kind,
             };
             if self.query.matches(&view) {
-                self.take_cell(&view);
+                let sketch = |field: (bool, &str)| {
+                    sketches
+                        .iter()
+                        .find(|(f, _)| *f == field)
+                        .and_then(|(_, s)| s.per_cell[i])
+                };
+                self.take_cell(&view, &sketch);
             }
         }
+        Ok(())
     }
 
-    fn take_cell(&mut self, view: &CellView<'_, '_>) {
+    /// Takes one cell; `sketch((is_measure, name))` is its sketch of a field.
+    fn take_cell<'s>(&mut self, view: &CellView<'_, '_>, sketch: &SketchOf<'s>) {
         let cell = view.cell;
         let key = self.key(view);
         let groups = self.groups.len();
@@ -131,7 +177,11 @@ impl Executor<'_> {
             let Some(mine) = measure_acc(acc, m.name, plan.quantiles(m.name)) else {
                 continue;
             };
-            let full = if mine.full.is_some() { m.stats() } else { None };
+            let full = if mine.full.is_some() {
+                sketch((true, m.name)).and_then(|b| postcard::from_bytes(b).ok())
+            } else {
+                None
+            };
             mine.merge(&MeasureAcc {
                 basic: m.basic,
                 last: Some(m.last),
@@ -146,11 +196,9 @@ impl Executor<'_> {
                     }
                 }
                 None => {
-                    let sketch = cell
-                        .distinct
-                        .iter()
-                        .find(|(n, _)| **n == **name)
-                        .and_then(|(_, bytes)| postcard::from_bytes(bytes).ok());
+                    let sketch = sketch((false, name)).and_then(|bytes| {
+                        postcard::from_bytes::<crate::query::acc::Distinct>(bytes).ok()
+                    });
                     if let Some(sketch) = sketch {
                         dim_acc(acc, name, &plan.asked).merge_distinct(&sketch);
                     }

@@ -10,6 +10,8 @@
 
 mod rollup;
 mod scan;
+#[cfg(test)]
+mod tests;
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::segment::{self, Chunk};
-use super::{Appended, IdempotencyKey, Part, ScanOrder, Store, StoreError, StoreMark, StoredEvent};
+use super::{
+    Appended, IdempotencyKey, Part, ScanOrder, Store, StoreError, StoreMark, StoredEvent,
+    TakeRollup,
+};
 use crate::event::{Event, EventRef, EventType, Timestamp};
 use crate::feed::{CommittedBatch, Feed};
 use crate::query::TimeRange;
@@ -473,7 +478,7 @@ impl Store for SqliteStore {
         &self,
         range: TimeRange,
         types: Option<&[EventType]>,
-        take: &mut dyn FnMut(i64, &str, &[u8]) -> bool,
+        take: &mut TakeRollup<'_>,
     ) -> Result<Covered, StoreError> {
         rollup::read(&self.path, range, types, take)
     }

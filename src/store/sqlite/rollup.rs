@@ -24,15 +24,25 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Command, open_connection};
 use crate::event::EventType;
 use crate::query::TimeRange;
-use crate::query::rollup::{Covered, HOUR_MS, HourBlock, hour_of, whole_hours};
-use crate::store::{StoreError, segment};
+use crate::query::rollup::{Covered, HOUR_MS, HourBlock, Parts, hour_of, whole_hours};
+use crate::store::{StoreError, TakeRollup, segment};
 
+/// `rollups` holds each (hour, type)'s block; `rollup_parts` its sketches,
+/// a part per field (see [`HourBlock::encode`]), read only when a query
+/// needs them.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rollups (
     hour  INTEGER NOT NULL,
     type  TEXT NOT NULL,
     block BLOB NOT NULL,
     PRIMARY KEY (hour, type)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_parts (
+    hour  INTEGER NOT NULL,
+    type  TEXT NOT NULL,
+    part  TEXT NOT NULL,
+    data  BLOB NOT NULL,
+    PRIMARY KEY (hour, type, part)
 ) WITHOUT ROWID;
 ";
 
@@ -43,9 +53,10 @@ const BUILD_BLOCKS: usize = 64;
 /// How often the builder looks for new events.
 const BUILD_EVERY: Duration = Duration::from_millis(500);
 
-/// Summaries to store, up to the event numbered `upto`.
+/// Summaries to store, up to the event numbered `upto`: (hour, type,
+/// parts), the block itself being part `""`.
 pub(super) struct Rolled {
-    pub(super) blocks: Vec<(i64, String, Vec<u8>)>,
+    pub(super) blocks: Vec<(i64, String, Parts)>,
     pub(super) upto: u64,
 }
 
@@ -220,14 +231,19 @@ fn merge_stored(
 ) -> rusqlite::Result<Rolled> {
     let mut stored =
         conn.prepare_cached("SELECT block FROM rollups WHERE hour = ?1 AND type = ?2")?;
+    let mut parts =
+        conn.prepare_cached("SELECT part, data FROM rollup_parts WHERE hour = ?1 AND type = ?2")?;
     let mut out = Vec::new();
     for (hour, kinds) in blocks {
         for (kind, mut block) in kinds {
             let before: Option<Vec<u8>> = stored
                 .query_row(params![hour, kind.as_str()], |r| r.get(0))
                 .optional()?;
-            if let Some(bytes) = before {
-                match HourBlock::decode(&bytes) {
+            if let Some(base) = before {
+                let held: Vec<(String, Vec<u8>)> = parts
+                    .query_map(params![hour, kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                match HourBlock::decode(&base, &held) {
                     Ok(mut old) => {
                         old.merge(block);
                         block = old;
@@ -255,10 +271,22 @@ pub(super) fn save(tx: &Transaction<'_>, rolled: &Rolled) -> rusqlite::Result<()
         "INSERT INTO rollups (hour, type, block) VALUES (?1, ?2, ?3)
          ON CONFLICT (hour, type) DO UPDATE SET block = excluded.block",
     )?;
-    for (hour, kind, block) in &rolled.blocks {
+    let mut clear = tx.prepare_cached("DELETE FROM rollup_parts WHERE hour = ?1 AND type = ?2")?;
+    let mut put_part = tx.prepare_cached(
+        "INSERT INTO rollup_parts (hour, type, part, data) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (hour, kind, parts) in &rolled.blocks {
         // Retention has passed this hour since it was read.
-        if *hour >= floor {
-            put.execute(params![hour, kind, block])?;
+        if *hour < floor {
+            continue;
+        }
+        clear.execute(params![hour, kind])?;
+        for (part, data) in parts {
+            if part.is_empty() {
+                put.execute(params![hour, kind, data])?;
+            } else {
+                put_part.execute(params![hour, kind, part, data])?;
+            }
         }
     }
     tx.execute(
@@ -279,6 +307,7 @@ pub(super) fn forget_before(tx: &Transaction<'_>, cutoff: i64) -> rusqlite::Resu
         params![floor],
     )?;
     tx.execute("DELETE FROM rollups WHERE hour < ?1", params![floor])?;
+    tx.execute("DELETE FROM rollup_parts WHERE hour < ?1", params![floor])?;
     Ok(())
 }
 
@@ -287,7 +316,7 @@ pub(super) fn read(
     path: &Path,
     range: TimeRange,
     types: Option<&[EventType]>,
-    take: &mut dyn FnMut(i64, &str, &[u8]) -> bool,
+    take: &mut TakeRollup<'_>,
 ) -> Result<Covered, StoreError> {
     let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
     let mut conn = open_connection(path).map_err(read)?;
@@ -302,6 +331,9 @@ pub(super) fn read(
     let mut select = tx
         .prepare("SELECT hour, type, block FROM rollups WHERE hour >= ?1 AND hour < ?2")
         .map_err(read)?;
+    let mut part = tx
+        .prepare("SELECT data FROM rollup_parts WHERE hour = ?1 AND type = ?2 AND part = ?3")
+        .map_err(read)?;
     let mut rows = select.query(params![first, end]).map_err(read)?;
     while let Some(row) = rows.next().map_err(read)? {
         let hour: i64 = row.get(0).map_err(read)?;
@@ -310,7 +342,15 @@ pub(super) fn read(
             continue;
         }
         let block = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-        if take(hour, kind, block) {
+        let mut parts = |name: &str| -> Option<Vec<u8>> {
+            part.query_row(params![hour, kind, name], |r| r.get(0))
+                .optional()
+                .unwrap_or_else(|e| {
+                    tracing::warn!(hour, kind, part = name, reason = %e, "cannot read a part of an hour summary");
+                    None
+                })
+        };
+        if take(hour, kind, block, &mut parts) {
             covered.add(hour, kind);
         }
     }
