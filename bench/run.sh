@@ -22,7 +22,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   DUR=10s; ROUNDS=3; N_SMALL=1000000; N_LARGE=10000000; DISTINCT=1000000; WS_CLIENTS=500; PROBES=100; REPLAY=1000000; N_QUERY=10000000
 fi
-ONLY=${BENCH_ONLY:-all}  # BENCH_ONLY=queries runs section 8 alone
+ONLY=${BENCH_ONLY:-all}  # BENCH_ONLY=queries runs section 8 alone; BENCH_ONLY=ingest sections 0-2
 
 command -v wrk >/dev/null || { echo "bench/run.sh needs wrk: apt-get install wrk" >&2; exit 2; }
 command -v clickhouse-server >/dev/null || { echo "bench/run.sh needs clickhouse-server: apt-get install clickhouse-server" >&2; exit 2; }
@@ -79,7 +79,7 @@ LUA
 rps() { wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-if [ "$ONLY" = all ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = ingest ]; then
 echo "== 0: what one flush costs on this disk" >&2
 # Every acknowledged ingest waits for one; its CPU time is taken from the
 # same two cores as everything else (the baseline never flushes).
@@ -111,7 +111,9 @@ for _ in $(seq 1 "$ROUNDS"); do b+=("$(rps "$BASE_PORT" 16 "$WORK/batch.lua")");
 R=$(( $(median "${r[@]}") * 1000 )); B=$(( $(median "${b[@]}") * 1000 ))
 row "    the same, 16 clients (events/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" "" "wrk -t2 -c16 -d$DUR -s batch.lua URL/api/ingest"
 stop_rta; kill -9 "$BASE_PID" 2>/dev/null || true
+fi
 
+if [ "$ONLY" = all ]; then
 echo "== 3: memory after $N_SMALL and $N_LARGE events, and with $DISTINCT distinct values" >&2
 start_rta "$WORK/big"
 rss0=$(rss_mb "$RTA_PID")
@@ -171,6 +173,7 @@ stop_rta
 
 fi
 
+if [ "$ONLY" = all ] || [ "$ONLY" = queries ]; then
 echo "== 8: queries over $N_QUERY stored events, rta and ClickHouse in the same run" >&2
 # The same events in both: 30 days up to now, two types, four dimensions.
 # rta is asked for the same statistics as ClickHouse ("defaults": false).
@@ -204,8 +207,10 @@ QUERIES=(
 for q in "${QUERIES[@]}"; do
   IFS='|' read -r name body sql <<<"$q"
   r=$(best_ms "http://127.0.0.1:$RTA_PORT/api/query" "$body")
+  # How rta found it: hours from summaries, events read one at a time.
+  how=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["read"]; print(r["summaryHours"], "summary hours +", r["eventsRead"], "events read")' "$WORK/answer")
   c=$(best_ms "$CH_URL/" "$sql" "text/plain")
-  row "8.$name, $N_QUERY events (ms)" "$r" "ClickHouse $c" "$(awk -v r="$r" -v c="$c" 'BEGIN {printf "%.2f", r / (c > 0 ? c : 1)}')" "< 1000; goal <= ClickHouse" "POST /api/query $body"
+  row "8.$name, $N_QUERY events (ms)" "$r" "ClickHouse $c" "$(awk -v r="$r" -v c="$c" 'BEGIN {printf "%.2f", r / (c > 0 ? c : 1)}')" "< 1000; goal <= ClickHouse" "POST /api/query $body ($how)"
 done
 # A live view with a filter is recomputed from the store on each push: its cost.
 view_ms() {
@@ -224,9 +229,9 @@ c=$(best_ms "$CH_URL/" "SELECT uniqExact($(D user)) FROM events WHERE ts >= now(
 row "    ClickHouse's exact distinct count, for reference (ms)" "" "ClickHouse $c" "" "" "SELECT uniqExact(user) ..."
 row "8. rta peak RSS, loading and querying $N_QUERY events (MB)" "$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RTA_PID/status")" "after loading: $rss_load" "" "< 200" "VmHWM of rta serve"
 row "    loading: rta (durable ingest) and ClickHouse (insert)" "$(grep -o '[0-9]* events/s' "$WORK/qload-rta.txt")" "ClickHouse $(grep -o '[0-9]* events/s' "$WORK/qload-ch.txt")" "" "" "bench_client query-data rta (or clickhouse) URL $N_QUERY"
-grep "hour summaries caught up" "$WORK/rta.log" | tail -1 >&2 || echo "hour summaries never caught up" >&2
 stop_clickhouse
 stop_rta
+fi
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)

@@ -36,11 +36,11 @@ pub const MAX_KEY_VALUES: usize = 32;
 /// Cells a block keeps at most.
 pub const MAX_BLOCK_CELLS: usize = 512;
 /// Estimated bytes a block may take (in memory, about as much stored).
-pub const MAX_BLOCK_BYTES: usize = 4 << 20;
+pub const MAX_BLOCK_BYTES: usize = 2 << 20;
 /// Events added between two estimates of a block's size.
 const SIZE_CHECK_EVENTS: u32 = 4096;
 /// The first bytes of an encoded block.
-const MAGIC: &[u8; 3] = b"RU1";
+pub(super) const MAGIC: &[u8; 3] = b"RU1";
 
 /// A block as stored: its parts by name, the block itself being `""`.
 pub type Parts = Vec<(String, Vec<u8>)>;
@@ -501,8 +501,8 @@ impl HourBlock {
     /// The bytes kept in the store: the block itself (keys, counts,
     /// basics; part `""`), then per measure its cells' quantile sketches
     /// (part `m:NAME`) and per dimension out of the key its cells'
-    /// distinct sketches (part `d:NAME`), so a query reads only the parts
-    /// it needs.
+    /// distinct sketches (part `d:NAME`) and their union (part `u:NAME`),
+    /// so a query reads only the parts it needs.
     pub fn encode(&self) -> Parts {
         let cells: Vec<(&CellKey, &Cell)> = self.cells.iter().collect();
         let base = BlockWire {
@@ -563,6 +563,14 @@ impl HourBlock {
                 .collect();
             if sketches.iter().any(Option::is_some) {
                 out.push((format!("d:{name}"), with_magic(&sketches)));
+                // All cells together, for queries that take the block as one.
+                let mut union = Distinct::new();
+                for (_, cell) in &cells {
+                    if let Some((_, d)) = cell.distinct.iter().find(|(n, _)| n == name) {
+                        union.merge(d);
+                    }
+                }
+                out.push((format!("u:{name}"), with_magic(&union)));
             }
         }
         out
@@ -607,6 +615,10 @@ impl HourBlock {
             })
             .collect();
         for (part, bytes) in parts {
+            // Unions (`u:`) are made again from the cells when encoding.
+            if !part.starts_with("m:") && !part.starts_with("d:") {
+                continue;
+            }
             let sketches = Sketches::decode(bytes, cells.len())?;
             if let Some(name) = part.strip_prefix("m:") {
                 for (cell, sketch) in cells.iter_mut().zip(sketches.per_cell) {

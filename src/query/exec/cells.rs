@@ -6,9 +6,16 @@
 
 use super::Executor;
 use crate::event::{EventFields, ValueRef};
-use crate::query::acc::{MeasureAcc, dim_acc, measure_acc};
+use crate::query::acc::{Distinct, MeasureAcc, dim_acc, measure_acc};
 use crate::query::rollup::{BlockView, CellWire, Sketches};
 use crate::query::{Breakdown, Field, Stat};
+
+fn decode_union(bytes: &[u8]) -> Result<Distinct, String> {
+    let body = bytes
+        .strip_prefix(crate::query::rollup::MAGIC.as_slice())
+        .ok_or("not an hour summary of this version")?;
+    postcard::from_bytes(body).map_err(|e| e.to_string())
+}
 
 /// A cell's sketch of a field, `(is a measure, name)`, still encoded.
 type SketchOf<'s> = dyn Fn((bool, &str)) -> Option<&'s [u8]> + 's;
@@ -91,7 +98,8 @@ impl Executor<'_> {
 
     /// The parts of a block (see [`crate::query::rollup::HourBlock::encode`])
     /// that taking it needs: the sketches of the measures whose quantiles
-    /// are shown, the distinct sketches of dimensions out of the key.
+    /// are shown, the distinct sketches of dimensions out of the key (one
+    /// for the whole block when all its cells land in one group).
     pub fn parts_needed(&self, block: &BlockView<'_>) -> Vec<String> {
         let plan = &self.plan;
         let measures = block
@@ -99,12 +107,24 @@ impl Executor<'_> {
             .iter()
             .filter(|m| plan.keeps(m) && plan.quantiles(m))
             .map(|m| format!("m:{m}"));
+        let whole = if self.whole_blocks() { "u" } else { "d" };
         let dimensions = plan
             .dimensions
             .iter()
             .filter(|d| block.is_unkeyed(d))
-            .map(|d| format!("d:{d}"));
+            .map(move |d| format!("{whole}:{d}"));
         measures.chain(dimensions).collect()
+    }
+
+    /// Whether every cell of a block the query takes lands in one group:
+    /// nothing filters or breaks down by what tells cells apart.
+    fn whole_blocks(&self) -> bool {
+        self.query.filters.iter().all(|f| f.field == Field::Type)
+            && self
+                .query
+                .by
+                .iter()
+                .all(|b| matches!(b, Breakdown::Field(Field::Type) | Breakdown::Time(_)))
     }
 
     /// Takes the events of a block the query can take (see
@@ -120,14 +140,22 @@ impl Executor<'_> {
         let cells = block.cells();
         // (is a measure's, field name, sketches)
         let mut sketches = Vec::with_capacity(parts.len());
+        // The block's distinct values of a dimension, all cells together.
+        let mut unions: Vec<(&str, Distinct)> = Vec::new();
         for (name, bytes) in parts {
             let field = match (name.strip_prefix("m:"), name.strip_prefix("d:")) {
                 (Some(m), _) => (true, m),
                 (None, Some(d)) => (false, d),
-                (None, None) => continue,
+                (None, None) => {
+                    if let Some(d) = name.strip_prefix("u:") {
+                        unions.push((d, decode_union(bytes)?));
+                    }
+                    continue;
+                }
             };
             sketches.push((field, Sketches::decode(bytes, cells.len())?));
         }
+        let mut whole_group = None;
         for (i, cell) in cells.iter().enumerate() {
             if self.failed.is_some() {
                 break;
@@ -146,7 +174,23 @@ impl Executor<'_> {
                         .and_then(|(_, s)| s.per_cell[i])
                 };
                 self.take_cell(&view, &sketch);
+                if whole_group.is_none() && !unions.is_empty() {
+                    whole_group = Some(self.key(&view));
+                }
             }
+        }
+        // Every cell went to this one group (see `whole_blocks`).
+        if let Some(key) = whole_group
+            && let Some(acc) = self.groups.get_mut(&key)
+        {
+            let before = acc.dimensions.len();
+            for (name, union) in &unions {
+                dim_acc(acc, name, &self.plan.asked).merge_distinct(union);
+            }
+            let added = acc.dimensions.len() - before;
+            self.cells += added;
+            self.sketches += added;
+            self.check_limits();
         }
         Ok(())
     }

@@ -136,6 +136,7 @@ impl SqliteStore {
         writer_conn
             .execute_batch(SCHEMA)
             .and_then(|()| writer_conn.execute_batch(rollup::SCHEMA))
+            .and_then(|()| rollup::check_version(&writer_conn))
             .map_err(|e| open_err(e.to_string()))?;
         migrate_event_rows(&mut writer_conn).map_err(|e| open_err(describe(&e)))?;
         let next_seq = read_mark(&writer_conn)

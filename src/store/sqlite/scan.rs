@@ -78,12 +78,17 @@ fn for_each_segment(
     let conn = open_connection(path).map_err(|e| StoreError::Read(e.to_string()))?;
     let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
     // `min_ts < to` is what the index answers; old ranges touch few rows.
+    // A segment's bytes are fetched only once it is known to be wanted:
+    // a row's every column is read when it is stepped on.
     let mut stmt = conn
         .prepare(
-            "SELECT first_seq, types, data, last_seq, min_ts, max_ts FROM segments
+            "SELECT first_seq, types, last_seq, min_ts, max_ts FROM segments
              WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
              ORDER BY first_seq LIMIT ?4",
         )
+        .map_err(read)?;
+    let mut bytes = conn
+        .prepare("SELECT data FROM segments WHERE first_seq = ?1")
         .map_err(read)?;
     let wanted: Option<Vec<String>> = types.map(|ts| ts.iter().map(|t| format!(",{t},")).collect());
     let mut after: i64 = 0;
@@ -102,12 +107,12 @@ fn for_each_segment(
                 continue;
             }
             // Only segments holding some of the part's events are read.
-            let last: i64 = row.get(3).map_err(read)?;
+            let last: i64 = row.get(2).map_err(read)?;
             if !part.owns_any(after as u64, last.max(after) as u64) {
                 continue;
             }
             if !covered.is_empty() {
-                let span = (row.get(4).map_err(read)?, row.get(5).map_err(read)?);
+                let span = (row.get(3).map_err(read)?, row.get(4).map_err(read)?);
                 let kinds = held.split(',').filter(|k| {
                     !k.is_empty() && types.is_none_or(|ts| ts.iter().any(|t| t.as_str() == *k))
                 });
@@ -115,8 +120,16 @@ fn for_each_segment(
                     continue;
                 }
             }
-            let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
-            each(after as u64, data);
+            let mut found = bytes.query(params![after]).map_err(read)?;
+            // Retention may have removed it since: then it holds nothing.
+            if let Some(found) = found.next().map_err(read)? {
+                let data = found
+                    .get_ref(0)
+                    .map_err(read)?
+                    .as_blob()
+                    .unwrap_or_default();
+                each(after as u64, data);
+            }
         }
         if rows_read < SCAN_CHUNK {
             return Ok(());
