@@ -11,10 +11,10 @@ use super::topk::TopK;
 use crate::event::{Event, EventFields};
 
 /// Count, sum, min and max of a set of numbers. The sum is compensated
-/// (Neumaier): it is the correctly rounded sum of the numbers in all but
-/// contrived cases, so it does not depend on the order they were added or
-/// merged in (a summary and a scan of the same events agree, and 0.1 + 0.2
-/// + ... reads as the decimal sum).
+/// (Neumaier): about as accurate as if summed exactly and rounded once, so
+/// the order numbers were added or merged in rarely shows (a summary and a
+/// scan of the same events agree but where large values cancel, and ten
+/// times 0.1 reads as 1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Basic {
     pub count: u64,
@@ -66,7 +66,12 @@ impl Basic {
 
     /// The sum of the numbers.
     pub fn sum(&self) -> f64 {
-        self.running + self.carry
+        // Past f64's range the carry means nothing (inf - inf).
+        if self.running.is_finite() {
+            self.running + self.carry
+        } else {
+            self.running
+        }
     }
 
     pub fn mean(&self) -> Option<f64> {

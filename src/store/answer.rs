@@ -32,7 +32,10 @@ pub fn answer(store: &dyn Store, query: &Query, threads: u64) -> Result<Answered
     let types = query.types();
     let names = query.names_read();
     let mut summed = Executor::new(query);
-    let covered = store.rollups(query.range, types.as_deref(), &mut |hour, kind, bytes, parts| {
+    let take_blocks = summed.may_take_blocks();
+    let mut covered = Covered::default();
+    if take_blocks {
+        covered = store.rollups(query.range, types.as_deref(), &mut |hour, kind, bytes, parts| {
         let taken = BlockView::decode(bytes).and_then(|block| {
             if !summed.can_take(&block) {
                 return Ok(false);
@@ -51,6 +54,7 @@ pub fn answer(store: &dyn Store, query: &Query, threads: u64) -> Result<Answered
             false
         })
     })?;
+    }
     let scan = |of: u64, covered: &Covered| {
         Part::in_parallel(of, |part| {
             let (mut exec, mut read) = (Executor::new(query), 0u64);

@@ -5,6 +5,7 @@
 //! its statistics merge into the group's as the events' would.
 
 use super::Executor;
+use crate::engine::stats::MeasureStats;
 use crate::event::{EventFields, ValueRef};
 use crate::query::acc::{Distinct, MeasureAcc, dim_acc, measure_acc};
 use crate::query::rollup::{BlockView, CellWire, Sketches};
@@ -17,8 +18,31 @@ fn decode_union(bytes: &[u8]) -> Result<Distinct, String> {
     postcard::from_bytes(body).map_err(|e| e.to_string())
 }
 
-/// A cell's sketch of a field, `(is a measure, name)`, still encoded.
-type SketchOf<'s> = dyn Fn((bool, &str)) -> Option<&'s [u8]> + 's;
+/// A block's sketches, decoded: per measure its cells' quantile sketches,
+/// per dimension out of the key its cells' distinct sketches, and the
+/// unions of those over the whole block.
+#[derive(Default)]
+struct Decoded<'p> {
+    quantiles: Vec<(&'p str, Vec<Option<MeasureStats>>)>,
+    distinct: Vec<(&'p str, Vec<Option<Distinct>>)>,
+    unions: Vec<(&'p str, Distinct)>,
+}
+
+/// Every cell's sketch in a part, decoded.
+fn decode_each<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    cells: usize,
+) -> Result<Vec<Option<T>>, String> {
+    Sketches::decode(bytes, cells)?
+        .per_cell
+        .into_iter()
+        .map(|b| {
+            b.map(postcard::from_bytes)
+                .transpose()
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
 
 /// A cell seen as one of its events, through the fields its key holds.
 struct CellView<'b, 'a> {
@@ -68,7 +92,7 @@ impl Executor<'_> {
     /// every event), time buckets are whole hours, and no statistic needs
     /// the events themselves.
     pub fn can_take(&self, block: &BlockView<'_>) -> bool {
-        if block.overflowed() || block.capped() {
+        if !self.may_take_blocks() || block.overflowed() || block.capped() {
             return false;
         }
         // A name that is a measure in some event compares as a number.
@@ -83,10 +107,9 @@ impl Executor<'_> {
         self.query.filters.iter().all(|f| readable(&f.field))
             && self.query.by.iter().all(|b| match b {
                 Breakdown::Field(f) => readable(f),
-                Breakdown::Time(bucket) => bucket.ms() % crate::query::rollup::HOUR_MS == 0,
+                Breakdown::Time(_) => true,
             })
             && self.query.stats.iter().all(|s| match s.stat {
-                Stat::Top => false,
                 Stat::Distinct => {
                     block.key_of_dimension(&s.field).is_some()
                         || !block.is_unkeyed(&s.field)
@@ -94,6 +117,15 @@ impl Executor<'_> {
                 }
                 _ => true,
             })
+    }
+
+    /// Whether any block could be taken: not with minute buckets, nor
+    /// with top values (which cells do not keep).
+    pub fn may_take_blocks(&self) -> bool {
+        self.query.by.iter().all(|b| match b {
+            Breakdown::Time(bucket) => bucket.ms() % crate::query::rollup::HOUR_MS == 0,
+            Breakdown::Field(_) => true,
+        }) && self.query.stats.iter().all(|s| s.stat != Stat::Top)
     }
 
     /// The parts of a block (see [`crate::query::rollup::HourBlock::encode`])
@@ -138,22 +170,19 @@ impl Executor<'_> {
         parts: &[(String, Vec<u8>)],
     ) -> Result<(), String> {
         let cells = block.cells();
-        // (is a measure's, field name, sketches)
-        let mut sketches = Vec::with_capacity(parts.len());
-        // The block's distinct values of a dimension, all cells together.
-        let mut unions: Vec<(&str, Distinct)> = Vec::new();
+        // Every sketch decoded before any cell is taken: a block is taken
+        // whole or not at all.
+        let mut decoded = Decoded::default();
         for (name, bytes) in parts {
-            let field = match (name.strip_prefix("m:"), name.strip_prefix("d:")) {
-                (Some(m), _) => (true, m),
-                (None, Some(d)) => (false, d),
-                (None, None) => {
-                    if let Some(d) = name.strip_prefix("u:") {
-                        unions.push((d, decode_union(bytes)?));
-                    }
-                    continue;
-                }
-            };
-            sketches.push((field, Sketches::decode(bytes, cells.len())?));
+            if let Some(m) = name.strip_prefix("m:") {
+                decoded
+                    .quantiles
+                    .push((m, decode_each(bytes, cells.len())?));
+            } else if let Some(d) = name.strip_prefix("d:") {
+                decoded.distinct.push((d, decode_each(bytes, cells.len())?));
+            } else if let Some(d) = name.strip_prefix("u:") {
+                decoded.unions.push((d, decode_union(bytes)?));
+            }
         }
         let mut whole_group = None;
         for (i, cell) in cells.iter().enumerate() {
@@ -167,14 +196,8 @@ impl Executor<'_> {
                 kind,
             };
             if self.query.matches(&view) {
-                let sketch = |field: (bool, &str)| {
-                    sketches
-                        .iter()
-                        .find(|(f, _)| *f == field)
-                        .and_then(|(_, s)| s.per_cell[i])
-                };
-                self.take_cell(&view, &sketch);
-                if whole_group.is_none() && !unions.is_empty() {
+                self.take_cell(&view, i, &mut decoded);
+                if whole_group.is_none() && !decoded.unions.is_empty() {
                     whole_group = Some(self.key(&view));
                 }
             }
@@ -184,7 +207,7 @@ impl Executor<'_> {
             && let Some(acc) = self.groups.get_mut(&key)
         {
             let before = acc.dimensions.len();
-            for (name, union) in &unions {
+            for (name, union) in &decoded.unions {
                 dim_acc(acc, name, &self.plan.asked).merge_distinct(union);
             }
             let added = acc.dimensions.len() - before;
@@ -195,8 +218,8 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Takes one cell; `sketch((is_measure, name))` is its sketch of a field.
-    fn take_cell<'s>(&mut self, view: &CellView<'_, '_>, sketch: &SketchOf<'s>) {
+    /// Takes cell `i`, with its sketches from `decoded` (each taken once).
+    fn take_cell(&mut self, view: &CellView<'_, '_>, i: usize, decoded: &mut Decoded<'_>) {
         let cell = view.cell;
         let key = self.key(view);
         let groups = self.groups.len();
@@ -222,7 +245,11 @@ impl Executor<'_> {
                 continue;
             };
             let full = if mine.full.is_some() {
-                sketch((true, m.name)).and_then(|b| postcard::from_bytes(b).ok())
+                decoded
+                    .quantiles
+                    .iter_mut()
+                    .find(|(n, _)| *n == m.name)
+                    .and_then(|(_, each)| each[i].take())
             } else {
                 None
             };
@@ -234,15 +261,17 @@ impl Executor<'_> {
         }
         for name in &plan.dimensions {
             match view.block.key_of_dimension(name) {
-                Some(i) => {
-                    if let Some(text) = view.block.key_text(cell, i) {
+                Some(k) => {
+                    if let Some(text) = view.block.key_text(cell, k) {
                         dim_acc(acc, name, &plan.asked).add(text);
                     }
                 }
                 None => {
-                    let sketch = sketch((false, name)).and_then(|bytes| {
-                        postcard::from_bytes::<crate::query::acc::Distinct>(bytes).ok()
-                    });
+                    let sketch = decoded
+                        .distinct
+                        .iter_mut()
+                        .find(|(n, _)| **n == **name)
+                        .and_then(|(_, each)| each[i].take());
                     if let Some(sketch) = sketch {
                         dim_acc(acc, name, &plan.asked).merge_distinct(&sketch);
                     }

@@ -13,6 +13,7 @@
 //! applied (`rollup_floor`, raised in the transaction that deletes
 //! events), so a summary never holds a deleted event.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +73,11 @@ const BUILD_EVENTS: u64 = 250_000;
 const BUILD_BLOCKS: usize = 16;
 /// How often the builder looks for new events.
 const BUILD_EVERY: Duration = Duration::from_millis(500);
+/// New events worth storing summaries for at once...
+const BUILD_MIN_EVENTS: u64 = 20_000;
+/// ...or the longest fewer wait: each store rewrites the summaries of the
+/// hours it touches (the current one, mostly).
+const STORE_EVERY: Duration = Duration::from_secs(5);
 
 /// Summaries to store, up to the event numbered `upto`: (hour, type,
 /// parts), the block itself being part `""`.
@@ -126,12 +132,32 @@ impl Builder {
 
 impl Drop for Builder {
     fn drop(&mut self) {
-        // Without waiting: the thread lets go of the writer within a batch.
-        self.stop.store(true, Ordering::Release);
+        // Two builders on one directory would each rewrite what the other
+        // stored: this one is gone before the store can be opened again.
+        self.stop();
+    }
+}
+
+/// The builder gives way to everything else (ingest above all): with the
+/// cores busy it gets little time, and the summaries catch up later
+/// (queries read the events they do not hold yet meanwhile).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take plain integers and touch no
+        // memory of ours; on Linux a thread id names one thread here.
+        let lowered = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+        };
+        if lowered != 0 {
+            tracing::debug!("the hour summaries run at normal priority");
+        }
     }
 }
 
 fn run(path: &Path, commands: &mpsc::Sender<Command>, stop: &AtomicBool) {
+    lower_priority();
     let conn = match open_connection(path) {
         Ok(conn) => conn,
         Err(e) => {
@@ -139,10 +165,21 @@ fn run(path: &Path, commands: &mpsc::Sender<Command>, stop: &AtomicBool) {
             return;
         }
     };
+    let mut last_stored = std::time::Instant::now();
     while !stop.load(Ordering::Acquire) {
-        if let Err(e) = catch_up(&conn, commands, stop) {
+        let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            catch_up(&conn, commands, stop, &mut last_stored)
+        }));
+        match round {
+            Ok(Ok(())) => {}
             // Queries read the events meanwhile; the next round tries again.
-            tracing::warn!(reason = %e, "could not update the hour summaries");
+            Ok(Err(e)) => tracing::warn!(reason = %e, "could not update the hour summaries"),
+            Err(_) => {
+                tracing::error!(
+                    "hour summaries stopped (a stored summary could not be read); queries read the events instead"
+                );
+                return;
+            }
         }
         let mut slept = Duration::ZERO;
         while slept < BUILD_EVERY && !stop.load(Ordering::Acquire) {
@@ -152,65 +189,120 @@ fn run(path: &Path, commands: &mpsc::Sender<Command>, stop: &AtomicBool) {
     }
 }
 
-/// Summarises every segment after `rollup_seq`, a batch at a time.
+/// Summaries being built: hour start -> (type, summary).
+#[derive(Default)]
+struct Batch {
+    hours: HashMap<i64, Vec<(EventType, HourBlock)>>,
+    blocks: usize,
+    events: u64,
+    /// The last event added (events come in sequence order).
+    through: u64,
+}
+
+impl Batch {
+    fn block(&mut self, hour: i64, kind: &str) -> Option<&mut HourBlock> {
+        let kinds = self.hours.entry(hour).or_default();
+        let at = match kinds.iter().position(|(k, _)| k.as_str() == kind) {
+            Some(at) => at,
+            None => {
+                let kind = EventType::parse(kind, &crate::event::Limits::unbounded()).ok()?;
+                kinds.push((kind, HourBlock::default()));
+                self.blocks += 1;
+                kinds.len() - 1
+            }
+        };
+        Some(&mut kinds[at].1)
+    }
+
+    fn full(&self) -> bool {
+        self.events >= BUILD_EVENTS || self.blocks >= BUILD_BLOCKS
+    }
+}
+
+/// Summarises the events after `rollup_seq`, a batch at a time, each
+/// stored before the next is read. Waits for more events (or for
+/// [`STORE_EVERY`]) when few are new: each store rewrites the summaries of
+/// the hours it touches.
 fn catch_up(
     conn: &Connection,
     commands: &mpsc::Sender<Command>,
     stop: &AtomicBool,
+    last_stored: &mut std::time::Instant,
 ) -> Result<(), StoreError> {
     let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
-    let mut upto = meta(conn, "rollup_seq").map_err(read)?.unwrap_or(0);
+    let mut upto = meta(conn, "rollup_seq").map_err(read)?.unwrap_or(0) as u64;
+    let newest: i64 = conn
+        .query_row(
+            "SELECT coalesce((SELECT last_seq FROM segments ORDER BY first_seq DESC LIMIT 1), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(read)?;
+    let waiting = (newest as u64).saturating_sub(upto);
+    if waiting == 0 || (waiting < BUILD_MIN_EVENTS && last_stored.elapsed() < STORE_EVERY) {
+        return Ok(());
+    }
     let (started, mut summarised) = (std::time::Instant::now(), 0u64);
     let mut select = conn
         .prepare(
-            "SELECT first_seq, last_seq, data FROM segments WHERE first_seq > ?1
-             ORDER BY first_seq LIMIT 16",
+            "SELECT first_seq, last_seq, min_ts, max_ts, types, data FROM segments
+             WHERE first_seq > ?1 ORDER BY first_seq LIMIT 16",
         )
         .map_err(read)?;
     while !stop.load(Ordering::Acquire) {
-        // Hour start -> (type, summary).
-        let mut blocks: Vec<(i64, Vec<(EventType, HourBlock)>)> = Vec::new();
-        let (mut events, mut read_upto) = (0u64, upto);
+        let mut batch = Batch {
+            through: upto,
+            ..Batch::default()
+        };
+        // Resume inside the segment holding the next event, if it is
+        // stored with the last ones summarised.
+        let mut cursor: i64 = conn
+            .query_row(
+                "SELECT first_seq, last_seq FROM segments WHERE first_seq <= ?1
+                 ORDER BY first_seq DESC LIMIT 1",
+                params![upto as i64],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .map_err(read)?
+            .map_or(upto as i64, |(first, last)| {
+                if last as u64 > upto {
+                    first - 1
+                } else {
+                    upto as i64
+                }
+            });
         'batch: loop {
-            let mut rows = select.query(params![read_upto]).map_err(read)?;
+            let mut rows = select.query(params![cursor]).map_err(read)?;
             let mut any = false;
             while let Some(row) = rows.next().map_err(read)? {
                 any = true;
                 let first: i64 = row.get(0).map_err(read)?;
-                let last: i64 = row.get(1).map_err(read)?;
-                let data = row.get_ref(2).map_err(read)?.as_blob().unwrap_or_default();
+                // Paged by the last event, so a segment that retention
+                // rewrites meanwhile is not read again.
+                cursor = row.get::<_, i64>(1).map_err(read)?.max(first);
+                let data = row.get_ref(5).map_err(read)?.as_blob().unwrap_or_default();
                 let visited = segment::visit(data, first as u64, None, None, &mut |seq, e| {
-                    let hour = hour_of(e.millis);
-                    let at = match blocks.iter().position(|(h, _)| *h == hour) {
-                        Some(at) => at,
-                        None => {
-                            blocks.push((hour, Vec::new()));
-                            blocks.len() - 1
-                        }
-                    };
-                    let kinds = &mut blocks[at].1;
-                    match kinds.iter_mut().find(|(k, _)| k.as_str() == e.kind) {
-                        Some((_, block)) => block.add(seq, e),
-                        None => {
-                            if let Ok(kind) =
-                                EventType::parse(e.kind, &crate::event::Limits::unbounded())
-                            {
-                                let mut block = HourBlock::default();
-                                block.add(seq, e);
-                                kinds.push((kind, block));
-                            }
-                        }
+                    if seq <= batch.through || batch.full() {
+                        return;
                     }
+                    if let Some(block) = batch.block(hour_of(e.millis), e.kind) {
+                        block.add(seq, e);
+                    }
+                    batch.events += 1;
+                    batch.through = seq;
                 });
                 if let Err(reason) = visited {
-                    // The events of a segment that cannot be read are not
-                    // summarised; queries would skip them as well.
-                    tracing::warn!(first_seq = first, %reason, "an unreadable segment is left out of the hour summaries");
+                    // Queries may read further into it than this did (they
+                    // skip what they do not need unchecked): every hour it
+                    // may hold is read event by event from now on.
+                    tracing::warn!(first_seq = first, %reason, "an unreadable segment's hours are left out of the hour summaries");
+                    let span: (i64, i64) = (row.get(2).map_err(read)?, row.get(3).map_err(read)?);
+                    let kinds: String = row.get(4).map_err(read)?;
+                    give_up_hours(&mut batch, span, &kinds);
+                    batch.through = batch.through.max(cursor as u64);
                 }
-                events += (last - first + 1) as u64;
-                read_upto = last.max(first);
-                let held: usize = blocks.iter().map(|(_, k)| k.len()).sum();
-                if events >= BUILD_EVENTS || held >= BUILD_BLOCKS {
+                if batch.full() || stop.load(Ordering::Acquire) {
                     break 'batch;
                 }
             }
@@ -218,7 +310,7 @@ fn catch_up(
                 break;
             }
         }
-        if read_upto == upto {
+        if batch.through == upto {
             // A backlog (after a burst, or the first start of a version
             // with summaries) is worth a line; keeping up is not.
             if summarised >= BUILD_EVENTS {
@@ -231,23 +323,39 @@ fn catch_up(
             }
             return Ok(());
         }
-        summarised += events;
-        let rolled = merge_stored(conn, blocks, read_upto).map_err(read)?;
+        summarised += batch.events;
+        let through = batch.through;
+        let rolled = merge_stored(conn, batch.hours, through).map_err(read)?;
         let (reply, answer) = oneshot::channel();
         commands
             .blocking_send(Command::SaveRollups { rolled, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.blocking_recv().map_err(|_| StoreError::Closed)??;
-        upto = read_upto;
+        *last_stored = std::time::Instant::now();
+        upto = through;
     }
     Ok(())
+}
+
+/// Marks every (hour, type) a segment's span and types may hold as not
+/// summarised (an hour span of corrupt extent is capped at a year).
+fn give_up_hours(batch: &mut Batch, (min_ts, max_ts): (i64, i64), kinds: &str) {
+    let (first, last) = (hour_of(min_ts), hour_of(max_ts));
+    let hours = ((last - first) / HOUR_MS).clamp(0, 24 * 366);
+    for kind in kinds.split(',').filter(|k| !k.is_empty()) {
+        for i in 0..=hours {
+            if let Some(block) = batch.block(first + i * HOUR_MS, kind) {
+                block.merge(HourBlock::unsummarised());
+            }
+        }
+    }
 }
 
 /// The new summaries merged into the stored ones, encoded.
 fn merge_stored(
     conn: &Connection,
-    blocks: Vec<(i64, Vec<(EventType, HourBlock)>)>,
-    upto: i64,
+    blocks: HashMap<i64, Vec<(EventType, HourBlock)>>,
+    upto: u64,
 ) -> rusqlite::Result<Rolled> {
     let mut stored =
         conn.prepare_cached("SELECT block FROM rollups WHERE hour = ?1 AND type = ?2")?;
@@ -278,10 +386,7 @@ fn merge_stored(
             out.push((hour, kind.as_str().to_string(), block.encode()));
         }
     }
-    Ok(Rolled {
-        blocks: out,
-        upto: upto as u64,
-    })
+    Ok(Rolled { blocks: out, upto })
 }
 
 /// Stores summaries and how far they reach, on the writer's transaction.

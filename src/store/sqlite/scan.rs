@@ -99,7 +99,7 @@ fn for_each_segment(
         let mut rows_read = 0;
         while let Some(row) = rows.next().map_err(read)? {
             rows_read += 1;
-            after = row.get(0).map_err(read)?;
+            let first: i64 = row.get(0).map_err(read)?;
             let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
             if let Some(wanted) = &wanted
                 && !wanted.iter().any(|t| held.contains(t.as_str()))
@@ -107,8 +107,12 @@ fn for_each_segment(
                 continue;
             }
             // Only segments holding some of the part's events are read.
-            let last: i64 = row.get(2).map_err(read)?;
-            if !part.owns_any(after as u64, last.max(after) as u64) {
+            let last: i64 = row.get::<_, i64>(2).map_err(read)?.max(first);
+            // Paged by the last event: a segment that retention rewrites
+            // between two pages (its runs keep their numbers) is not read
+            // again.
+            after = last;
+            if !part.owns_any(first as u64, last as u64) {
                 continue;
             }
             if !covered.is_empty() {
@@ -116,19 +120,19 @@ fn for_each_segment(
                 let kinds = held.split(',').filter(|k| {
                     !k.is_empty() && types.is_none_or(|ts| ts.iter().any(|t| t.as_str() == *k))
                 });
-                if covered.covers_segment(range, last.max(after) as u64, span, kinds) {
+                if covered.covers_segment(range, last as u64, span, kinds) {
                     continue;
                 }
             }
-            let mut found = bytes.query(params![after]).map_err(read)?;
-            // Retention may have removed it since: then it holds nothing.
+            // In the same read transaction as the row: it is there.
+            let mut found = bytes.query(params![first]).map_err(read)?;
             if let Some(found) = found.next().map_err(read)? {
                 let data = found
                     .get_ref(0)
                     .map_err(read)?
                     .as_blob()
                     .unwrap_or_default();
-                each(after as u64, data);
+                each(first as u64, data);
             }
         }
         if rows_read < SCAN_CHUNK {
@@ -165,11 +169,11 @@ pub(super) fn scan_events(
         (None, false) => 0,
     };
     let sql = if newest {
-        "SELECT first_seq, types, data FROM segments
+        "SELECT first_seq, types, data, last_seq FROM segments
          WHERE first_seq < ?1 AND min_ts < ?2 AND max_ts >= ?3
          ORDER BY first_seq DESC LIMIT ?4"
     } else {
-        "SELECT first_seq, types, data FROM segments
+        "SELECT first_seq, types, data, last_seq FROM segments
          WHERE first_seq > ?1 AND min_ts < ?2 AND max_ts >= ?3
          ORDER BY first_seq LIMIT ?4"
     };
@@ -192,7 +196,14 @@ pub(super) fn scan_events(
             while let Some(row) = rows.next().map_err(read)? {
                 rows_read += 1;
                 let first_seq: i64 = row.get(0).map_err(read)?;
-                bound = first_seq;
+                // Oldest first pages by the last event: a segment that
+                // retention rewrites between two pages (its runs keep
+                // their numbers) is not read again.
+                bound = if newest {
+                    first_seq
+                } else {
+                    row.get::<_, i64>(3).map_err(read)?.max(first_seq)
+                };
                 if let Some(wanted) = &wanted {
                     let held: &str = row.get_ref(1).map_err(read)?.as_str().unwrap_or_default();
                     if !wanted.iter().any(|t| held.contains(t.as_str())) {

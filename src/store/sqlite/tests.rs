@@ -167,5 +167,22 @@ async fn summaries_answer_as_the_events_through_retention_restarts_and_late_even
     );
     wait_summarised(&store, first + 299).await;
     assert!(check(&store, &alive) > 0);
+
+    // One request (one segment) over more hours than the builder holds at
+    // once: it stores part of the segment, then goes on inside it.
+    let wide: Vec<Event> = (0..3000)
+        .map(|i| event(i, BASE + 6 * HOUR_MS + (i % 40) * HOUR_MS + i))
+        .collect();
+    let first = match store.append(wide.clone(), None).await.unwrap() {
+        crate::store::Appended::Stored { first_seq } => first_seq,
+        other => panic!("{other:?}"),
+    };
+    alive.extend(
+        wide.into_iter()
+            .enumerate()
+            .map(|(i, e)| (first + i as u64, e)),
+    );
+    wait_summarised(&store, first + 2999).await;
+    assert!(check(&store, &alive) > 0);
     store.close().await;
 }
