@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
@@ -78,6 +78,12 @@ const BUILD_MIN_EVENTS: u64 = 20_000;
 /// ...or the longest fewer wait: each store rewrites the summaries of the
 /// hours it touches (the current one, mostly).
 const STORE_EVERY: Duration = Duration::from_secs(5);
+/// Ingest faster than this (events/s) is a burst: building waits...
+const BURST_RATE: f64 = 20_000.0;
+/// ...while fewer events than this wait to be summarised...
+const MAX_BACKLOG: u64 = 10_000_000;
+/// ...for this long at most.
+const MAX_DEFER: Duration = Duration::from_secs(60);
 
 /// Summaries to store, up to the event numbered `upto`: (hour, type,
 /// parts), the block itself being part `""`.
@@ -165,10 +171,10 @@ fn run(path: &Path, commands: &mpsc::Sender<Command>, stop: &AtomicBool) {
             return;
         }
     };
-    let mut last_stored = std::time::Instant::now();
+    let mut pace = Pace::new();
     while !stop.load(Ordering::Acquire) {
         let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            catch_up(&conn, commands, stop, &mut last_stored)
+            catch_up(&conn, commands, stop, &mut pace)
         }));
         match round {
             Ok(Ok(())) => {}
@@ -186,6 +192,48 @@ fn run(path: &Path, commands: &mpsc::Sender<Command>, stop: &AtomicBool) {
             std::thread::sleep(Duration::from_millis(50));
             slept += Duration::from_millis(50);
         }
+    }
+}
+
+/// When to build: when enough events are new (or enough time passed), and
+/// not while ingest runs flat out (within limits).
+struct Pace {
+    last_stored: Instant,
+    /// The newest event seen at the previous look, and when.
+    seen: (u64, Instant),
+    /// Since when building has given way to a burst of ingest.
+    deferred: Option<Instant>,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            last_stored: Instant::now(),
+            seen: (0, Instant::now()),
+            deferred: None,
+        }
+    }
+
+    /// Whether to build now, with `newest` stored and `upto` summarised.
+    fn now(&mut self, newest: u64, upto: u64) -> bool {
+        let waiting = newest.saturating_sub(upto);
+        let (before, at) = std::mem::replace(&mut self.seen, (newest, Instant::now()));
+        let rate = newest.saturating_sub(before) as f64 / at.elapsed().as_secs_f64().max(1e-3);
+        // A burst: ingest gets both cores while the backlog is small and
+        // young; the summaries catch up after it (queries read the events
+        // they do not hold yet meanwhile).
+        if rate > BURST_RATE && waiting < MAX_BACKLOG {
+            let since = *self.deferred.get_or_insert_with(Instant::now);
+            if since.elapsed() < MAX_DEFER {
+                return false;
+            }
+        }
+        self.deferred = None;
+        waiting > 0 && (waiting >= BUILD_MIN_EVENTS || self.last_stored.elapsed() >= STORE_EVERY)
+    }
+
+    fn stored(&mut self) {
+        self.last_stored = Instant::now();
     }
 }
 
@@ -227,7 +275,7 @@ fn catch_up(
     conn: &Connection,
     commands: &mpsc::Sender<Command>,
     stop: &AtomicBool,
-    last_stored: &mut std::time::Instant,
+    pace: &mut Pace,
 ) -> Result<(), StoreError> {
     let read = |e: rusqlite::Error| StoreError::Read(e.to_string());
     let mut upto = meta(conn, "rollup_seq").map_err(read)?.unwrap_or(0) as u64;
@@ -238,8 +286,7 @@ fn catch_up(
             |r| r.get(0),
         )
         .map_err(read)?;
-    let waiting = (newest as u64).saturating_sub(upto);
-    if waiting == 0 || (waiting < BUILD_MIN_EVENTS && last_stored.elapsed() < STORE_EVERY) {
+    if !pace.now(newest as u64, upto) {
         return Ok(());
     }
     let (started, mut summarised) = (std::time::Instant::now(), 0u64);
@@ -331,7 +378,7 @@ fn catch_up(
             .blocking_send(Command::SaveRollups { rolled, reply })
             .map_err(|_| StoreError::Closed)?;
         answer.blocking_recv().map_err(|_| StoreError::Closed)??;
-        *last_stored = std::time::Instant::now();
+        pace.stored();
         upto = through;
     }
     Ok(())
