@@ -135,6 +135,7 @@ rss0=$(rss_mb "$RTA_PID")
 "$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --interval 0 --batch 1000 --count "$N_SMALL" --quiet 2>"$WORK/gen1.txt"
 rss1=$(rss_mb "$RTA_PID")
 "$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --interval 0 --batch 1000 --count $(( N_LARGE - N_SMALL )) --quiet 2>"$WORK/gen2.txt"
+settle "$RTA_PORT" >/dev/null  # the summaries of the burst, built behind it
 rss2=$(rss_mb "$RTA_PID")
 row "3a. server RSS after $N_SMALL events (MB)" "$rss1" "at start: $rss0" "" "< 100, flat" "rta generate --interval 0 --batch 1000 --count $N_SMALL"
 row "3b. server RSS after $N_LARGE events (MB)" "$rss2" "" "" "< 100, flat" "rta generate --interval 0 --batch 1000 --count $(( N_LARGE - N_SMALL )) (more)"
