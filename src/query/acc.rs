@@ -159,6 +159,21 @@ impl Acc {
         }
     }
 
+    /// Statistics and sketches kept beyond the `(measures, dimensions)`
+    /// the group had before.
+    pub(super) fn kept_since(&self, (measures, dimensions): (usize, usize)) -> (usize, usize) {
+        let new_measures = &self.measures[measures..];
+        let new_dimensions = self.dimensions.len() - dimensions;
+        let sketched = new_measures
+            .iter()
+            .filter(|(_, m)| m.full.is_some())
+            .count();
+        (
+            new_measures.len() + new_dimensions,
+            sketched + new_dimensions,
+        )
+    }
+
     pub(super) fn see(&mut self, ts: i64) {
         self.span = Some(match self.span {
             None => (ts, ts),

@@ -45,6 +45,22 @@ pub struct QueryText {
 }
 
 impl QueryText {
+    /// A query over all time of filters, breakdowns and statistics, as
+    /// tests write them.
+    #[cfg(test)]
+    pub fn all_time(filters: &[&str], by: &[&str], stats: &[&str], now: Timestamp) -> Query {
+        let strings = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
+        QueryText {
+            window: Some("all".into()),
+            filters: strings(filters),
+            by: strings(by),
+            stats: strings(stats),
+            ..QueryText::default()
+        }
+        .to_query(now)
+        .expect("a valid query")
+    }
+
     /// Checks every part; the error says which one is wrong and why.
     pub fn to_query(&self, now: Timestamp) -> Result<Query, String> {
         let time = time_spec(

@@ -3,9 +3,9 @@
 //! The body is the query in JSON, its filters, breakdowns and statistics
 //! in the same text syntax as `rta query` (so one reference serves both).
 //! The answer comes from the live aggregates when they hold exactly the
-//! events asked about (see `Engine::answer`), else from the store, a
-//! segment at a time, skipping segments outside the time range or without
-//! the types asked for.
+//! events asked about (see `Engine::answer`), else from the store
+//! (`store::answer`): whole hours from their summaries where the query
+//! allows, the other events read a segment at a time.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

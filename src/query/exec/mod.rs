@@ -255,13 +255,9 @@ impl<'q> Executor<'q> {
                 dim_acc(acc, name, &plan.asked).add(s);
             }
         }
-        let new_measures = &acc.measures[before.0..];
-        self.cells += new_measures.len() + (acc.dimensions.len() - before.1);
-        self.sketches += new_measures
-            .iter()
-            .filter(|(_, m)| m.full.is_some())
-            .count()
-            + (acc.dimensions.len() - before.1);
+        let (cells, sketches) = acc.kept_since(before);
+        self.cells += cells;
+        self.sketches += sketches;
         self.check_limits();
     }
 

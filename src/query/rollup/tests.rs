@@ -297,15 +297,7 @@ fn few_valued_fields_key_the_cells_and_queries_on_them_take_whole_hours() {
     assert!(block.cells.len() <= 6);
     let now = Timestamp::from_millis(BASE + 10 * HOUR_MS).unwrap();
     let to_query = |filters: &[&str], by: &[&str], stats: &[&str]| {
-        QueryText {
-            window: Some("all".into()),
-            filters: filters.iter().map(|s| s.to_string()).collect(),
-            by: by.iter().map(|s| s.to_string()).collect(),
-            stats: stats.iter().map(|s| s.to_string()).collect(),
-            ..QueryText::default()
-        }
-        .to_query(now)
-        .unwrap()
+        QueryText::all_time(filters, by, stats, now)
     };
     // 3000 events at 5 s: hours 0..4, the last one partial but whole in range.
     for (q, hours) in [

@@ -42,15 +42,7 @@ fn event(i: i64, ts: i64) -> Event {
 fn queries() -> Vec<Query> {
     let now = Timestamp::from_millis(BASE + 10 * HOUR_MS).unwrap();
     let q = |filters: &[&str], by: &[&str], stats: &[&str]| {
-        QueryText {
-            window: Some("all".into()),
-            filters: filters.iter().map(|s| s.to_string()).collect(),
-            by: by.iter().map(|s| s.to_string()).collect(),
-            stats: stats.iter().map(|s| s.to_string()).collect(),
-            ..QueryText::default()
-        }
-        .to_query(now)
-        .unwrap()
+        QueryText::all_time(filters, by, stats, now)
     };
     vec![
         q(&[], &["type"], &[]),
