@@ -250,14 +250,27 @@ pub struct ServeArgs {
     )]
     pub addr: String,
 
-    /// Directory holding the event database (created if missing).
-    #[arg(
-        long,
-        env = "RTA_DATA_DIR",
-        default_value = "./rta-data",
-        value_name = "DIR"
-    )]
-    pub data_dir: PathBuf,
+    /// Directory holding the event database (created if missing) [default: ./rta-data].
+    #[arg(long, env = "RTA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Where events are kept: sqlite:DIR (the default, the same as --data-dir DIR) or,
+    /// for several nodes behind a load balancer, clickhouse://HOST:PORT/DATABASE (its HTTP
+    /// port, 8123 by default; needs --bus). ClickHouse's user and password go in the URL
+    /// or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD.
+    #[arg(long, env = "RTA_STORE", value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
+
+    /// NATS JetStream between the nodes of a cluster, such as nats://127.0.0.1:4222: takes
+    /// every acknowledged event and feeds every node's live view. Needed with a ClickHouse
+    /// store; the SQLite store takes none.
+    #[arg(long, env = "RTA_BUS", value_name = "URL", hide_env_values = true)]
+    pub bus: Option<String>,
+
+    /// This node's name in logs and in /api/status [default: host name, process id and a
+    /// random suffix].
+    #[arg(long, env = "RTA_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
 
     /// Delete events older than this, such as 7d or 12h (default: keep everything).
     #[arg(long, env = "RTA_RETENTION", value_parser = parse_duration, value_name = "DURATION")]

@@ -50,8 +50,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RTA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,poem=warn"));
+    // Libraries speak only of trouble unless RTA_LOG names them
+    // (RTA_LOG=debug,async_nats=debug).
+    let quiet = "poem=warn,async_nats=warn";
+    let filter = match std::env::var("RTA_LOG") {
+        Ok(spec) if !spec.is_empty() => format!("{quiet},{spec}"),
+        _ => format!("info,{quiet}"),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{quiet}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,11 +1,22 @@
 //! `rta serve`.
 
+use std::path::PathBuf;
+
+use crate::bus::BusUrl;
 use crate::cli::ServeArgs;
 use crate::event::Limits;
-use crate::server::{self, ServeConfig};
+use crate::server::{self, ClusterConfig, ServeConfig};
+use crate::store::clickhouse::ClickHouseUrl;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = ServeConfig::new(args.data_dir);
+    let node_id = match args.node_id {
+        Some(id) => check_node_id(id)?,
+        None => default_node_id(),
+    };
+    let (data_dir, cluster) = choose_store(args.store, args.data_dir, args.bus, &node_id)?;
+    let mut config = ServeConfig::new(data_dir);
+    config.node_id = node_id;
+    config.cluster = cluster;
     if args.retention.is_some_and(|r| r.as_secs() < 1) {
         crate::usage!(
             "--retention must be at least one second (such as 12h or 30d); leave it out to keep every event"
@@ -45,6 +56,109 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let acceptor = server::bind(&args.addr).await?;
     server::run(acceptor, config, shutdown_signal()).await
+}
+
+/// Where events go: the SQLite directory, or ClickHouse and the bus.
+fn choose_store(
+    store: Option<String>,
+    data_dir: Option<PathBuf>,
+    bus: Option<String>,
+    node_id: &str,
+) -> anyhow::Result<(PathBuf, Option<ClusterConfig>)> {
+    const DEFAULT_DIR: &str = "./rta-data";
+    let store = store.filter(|s| !s.is_empty());
+    match store.as_deref() {
+        None => {
+            if bus.is_some() {
+                crate::usage!(
+                    "--bus is for a cluster on ClickHouse; the SQLite store takes none. \
+                     Pass --store clickhouse://HOST:8123/DATABASE with it, or leave --bus out"
+                );
+            }
+            Ok((data_dir.unwrap_or_else(|| DEFAULT_DIR.into()), None))
+        }
+        Some(text) if text.starts_with("sqlite:") => {
+            let dir = PathBuf::from(&text["sqlite:".len()..]);
+            if dir.as_os_str().is_empty() {
+                crate::usage!("--store sqlite:DIR needs a directory, such as sqlite:./rta-data");
+            }
+            if let Some(other) = data_dir.filter(|d| *d != dir) {
+                crate::usage!(
+                    "--store {text} and --data-dir {} (or RTA_DATA_DIR) name different directories; pass only one",
+                    other.display()
+                );
+            }
+            if bus.is_some() {
+                crate::usage!(
+                    "--bus is for a cluster on ClickHouse; the SQLite store takes none. Leave --bus (and RTA_BUS) out"
+                );
+            }
+            Ok((dir, None))
+        }
+        Some(text) => {
+            let url = ClickHouseUrl::parse(
+                text,
+                std::env::var("RTA_CLICKHOUSE_USER").ok(),
+                std::env::var("RTA_CLICKHOUSE_PASSWORD").ok(),
+            )
+            .map_err(crate::client::UsageError)?;
+            if let Some(dir) = data_dir {
+                crate::usage!(
+                    "--data-dir {} (or RTA_DATA_DIR) has no use with a ClickHouse store: nodes keep nothing on disk. Leave it out",
+                    dir.display()
+                );
+            }
+            let Some(bus) = bus.filter(|b| !b.is_empty()) else {
+                crate::usage!(
+                    "a ClickHouse store needs the bus that carries events between nodes: add --bus nats://HOST:4222 (NATS with JetStream)"
+                );
+            };
+            let bus = BusUrl::parse(&bus).map_err(crate::client::UsageError)?;
+            Ok((
+                PathBuf::from(DEFAULT_DIR),
+                Some(ClusterConfig {
+                    store: url,
+                    bus,
+                    node_id: node_id.to_string(),
+                }),
+            ))
+        }
+    }
+}
+
+fn check_node_id(id: String) -> anyhow::Result<String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        crate::usage!(
+            "--node-id `{}` must be 1 to 64 letters, digits, `-`, `_` or `.`, such as web-1",
+            crate::client::escape::visible(&id)
+        );
+    }
+    Ok(id)
+}
+
+/// Unique per process: the host, the process id and a random suffix.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .take(40)
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "rta".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// A token must be something a client can send: an empty one (say, an empty

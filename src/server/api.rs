@@ -15,7 +15,8 @@ use poem_openapi::{
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
-use super::models::{ApiError, EventsIn, IngestReport, SerdeJson};
+use super::access::TokenIn;
+use super::models::{ApiError, EventsIn, IngestReport, NodeStatus, SerdeJson};
 use super::{ApiFailure, AppState};
 use crate::event::{self, BodyError, BodyFormat, Timestamp};
 use crate::store::{Appended, IdempotencyKey, StoreError};
@@ -101,6 +102,30 @@ impl Api {
     async fn healthz(&self) -> PlainText<&'static str> {
         PlainText("ok")
     }
+
+    /// This node's status
+    ///
+    /// Which node answered, where it keeps events, and, on a cluster, how
+    /// far it has followed the bus and how far ClickHouse has been loaded.
+    /// Needs the read token when the server runs with `--read-token`.
+    #[oai(path = "/api/status", method = "get", tag = "ApiTags::Health")]
+    async fn status(&self, req: &Request) -> StatusResponse {
+        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
+            let failure = ApiFailure::Unauthorized(denied.message("reading the status"));
+            return StatusResponse::Unauthorized(failure.body());
+        }
+        let events = self.state.engine.with(|engine| engine.total());
+        StatusResponse::Ok(Json(self.state.backend.status(&self.state.config, events)))
+    }
+}
+
+#[derive(ApiResponse)]
+enum StatusResponse {
+    #[oai(status = 200)]
+    Ok(Json<NodeStatus>),
+    /// The server runs with `--read-token` and the request lacks it.
+    #[oai(status = 401)]
+    Unauthorized(Json<ApiError>),
 }
 
 impl Api {

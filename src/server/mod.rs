@@ -7,6 +7,7 @@
 
 mod access;
 mod api;
+mod backend;
 mod docs;
 mod error;
 mod events;
@@ -33,10 +34,11 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, ha
 use poem_openapi::OpenApiService;
 use tokio::sync::watch;
 
+use crate::bus::BusUrl;
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Limits, Timestamp};
 use crate::feed::{CommittedBatch, Feed, Subscriber};
-use crate::store::sqlite::SqliteStore;
+use crate::store::clickhouse::ClickHouseUrl;
 use crate::store::{Part, Store};
 
 pub use access::{check_allowed_host, check_origin};
@@ -70,6 +72,18 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
+    /// This node's name in logs and `/api/status`.
+    pub node_id: String,
+    /// Set for a node of a cluster: ClickHouse and the bus instead of SQLite.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where a cluster node keeps events and hears of them.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub store: ClickHouseUrl,
+    pub bus: BusUrl,
+    pub node_id: String,
 }
 
 impl ServeConfig {
@@ -88,6 +102,8 @@ impl ServeConfig {
             max_connections: 4096,
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            node_id: "rta".into(),
+            cluster: None,
         }
     }
 }
@@ -97,6 +113,7 @@ pub struct AppState {
     pub access: access::Access,
     pub store: Arc<dyn Store>,
     pub engine: Arc<LiveEngine>,
+    pub backend: Arc<backend::Backend>,
     /// Metrics answers computed from the store run this many at a time.
     pub stored_answers: tokio::sync::Semaphore,
 }
@@ -120,15 +137,19 @@ pub async fn run(
         .retention
         .map(|r| i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
     let feed = Arc::new(Feed::default());
-    let dir = config.data_dir.clone();
-    let store: Arc<dyn Store> = {
-        let feed = feed.clone();
-        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&dir, feed)).await??)
-    };
+    let backend = Arc::new(backend::Backend::open(&config, feed.clone()).await?);
+    let store = backend.store();
     let loaded = {
         let (store, dir, engine_config) = (store.clone(), config.data_dir.clone(), config.engine);
-        tokio::task::spawn_blocking(move || saved_state::load(&dir, &*store, engine_config))
-            .await??
+        let cluster = config.cluster.is_some();
+        tokio::task::spawn_blocking(move || {
+            if cluster {
+                saved_state::rebuild(&*store, engine_config)
+            } else {
+                saved_state::load(&dir, &*store, engine_config)
+            }
+        })
+        .await??
     };
     let total = loaded.engine.total();
     let how = if loaded.from_saved_state {
@@ -151,6 +172,7 @@ pub async fn run(
         config,
         store: store.clone(),
         engine: engine.clone(),
+        backend: backend.clone(),
         stored_answers: tokio::sync::Semaphore::new(2),
     });
     let hub = Arc::new(ws::Hub::new(state.clone(), push_interval));
@@ -169,8 +191,9 @@ pub async fn run(
         .and_then(|a| a.as_socket_addr().copied())
         .context("the listener has no address")?;
     tracing::info!(
-        "listening on http://{local}, storing in {} ({total} events ready in {} ms: {})",
-        state.config.data_dir.display(),
+        "node {} listening on http://{local}, storing in {} ({total} events ready in {} ms: {})",
+        state.config.node_id,
+        backend.describe(&state.config),
         started.elapsed().as_millis(),
         how
     );
@@ -189,6 +212,7 @@ pub async fn run(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let cluster_tasks = backend.start(feed.clone(), stop_rx.clone());
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -212,6 +236,9 @@ pub async fn run(
     let result = server.await;
     let _ = hub_task.await;
     let _ = maintenance_task.await;
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
     store.close().await;
     if let Err(e) = maintenance.save_state().await {
         tracing::warn!(
@@ -320,8 +347,8 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
     match path {
         "/api/ingest" | "/api/ingest/batch" => Some("POST"),
         "/api/query" => Some("POST"),
-        "/" | "/healthz" | "/api/metrics" | "/api/events" | "/api/openapi.json" | "/api/ws"
-        | "/docs" => Some("GET, HEAD"),
+        "/" | "/healthz" | "/api/status" | "/api/metrics" | "/api/events" | "/api/openapi.json"
+        | "/api/ws" | "/docs" => Some("GET, HEAD"),
         _ if path.starts_with("/assets/") => Some("GET, HEAD"),
         _ => None,
     }
@@ -427,8 +454,10 @@ impl Maintenance {
             return;
         };
         let cutoff = Timestamp::ago(keep);
+        // In a cluster one node deletes, and every node's engine forgets.
+        let cluster = self.config.cluster.is_some();
         match self.store.delete_before(cutoff).await {
-            Ok(0) => {}
+            Ok(0) if !cluster => {}
             Ok(n) => {
                 tracing::debug!(deleted = n, "retention removed events older than {cutoff}");
                 if let Err(e) = self.forget_before(cutoff, n).await {
@@ -493,6 +522,10 @@ impl Maintenance {
     }
 
     async fn save_state(&self) -> anyhow::Result<()> {
+        if self.config.cluster.is_some() {
+            // A cluster node keeps nothing on disk; it builds from the store.
+            return Ok(());
+        }
         let (store, live, dir) = (
             self.store.clone(),
             self.engine.clone(),

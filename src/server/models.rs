@@ -13,6 +13,29 @@ use crate::engine::{self, Basic};
 use crate::event::{Rejection, Timestamp};
 use crate::store::StoredEvent;
 
+/// Which node answered and where it keeps events.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// This node's name (`--node-id`).
+    pub node_id: String,
+    pub version: String,
+    /// `sqlite` (one node) or `clickhouse` (a cluster).
+    pub store: String,
+    /// The data directory, or the ClickHouse URL without credentials.
+    pub location: String,
+    /// The NATS URL without credentials, on a cluster.
+    pub bus: Option<String>,
+    /// Events this node's live view holds.
+    pub events: u64,
+    /// On a cluster: the last stream message this node's live view was given.
+    pub followed: Option<u64>,
+    /// On a cluster: the last stream message whose events are all in ClickHouse.
+    pub loaded: Option<u64>,
+    /// On a cluster: whether this node is the one loading ClickHouse now.
+    pub loading: Option<bool>,
+}
+
 /// An event as sent. Numbers in `values` are measures; strings and booleans
 /// are dimensions; nested objects are flattened to dotted names.
 #[derive(Debug, Object)]

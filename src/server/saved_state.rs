@@ -47,6 +47,20 @@ pub fn load(dir: &Path, store: &dyn Store, config: EngineConfig) -> anyhow::Resu
     })
 }
 
+/// Builds the engine from every stored event, with no saved state. Blocking.
+pub fn rebuild(store: &dyn Store, config: EngineConfig) -> anyhow::Result<Loaded> {
+    let mut engine = Engine::new(config);
+    let now = Timestamp::now();
+    let replayed = store.scan(0, &mut |first, events| {
+        engine.apply_committed(first, events, now)
+    })?;
+    Ok(Loaded {
+        engine,
+        from_saved_state: false,
+        replayed,
+    })
+}
+
 fn decode(bytes: &[u8], mark: StoreMark, config: EngineConfig) -> Option<Engine> {
     let (header, body) = bytes.split_at_checked(8)?;
     let deleted = u64::from_le_bytes(header.try_into().ok()?);

@@ -1,11 +1,13 @@
 //! Durable storage of events, behind the [`Store`] trait.
 //!
-//! The embedded default is SQLite ([`sqlite::SqliteStore`]); a distributed
-//! backend (ClickHouse) can implement the same trait later. A store owns
-//! durability: `append` returns only once the events survive a crash, and
-//! then publishes them to the [`Feed`](crate::feed::Feed).
+//! The embedded default is SQLite ([`sqlite::SqliteStore`]); a cluster of
+//! nodes shares ClickHouse behind NATS JetStream
+//! ([`clickhouse::ClickHouseStore`]). A store owns durability: `append`
+//! returns only once the events survive a crash, and once the
+//! [`Feed`](crate::feed::Feed) has them.
 
 pub mod answer;
+pub mod clickhouse;
 pub mod segment;
 pub mod sqlite;
 

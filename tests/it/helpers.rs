@@ -34,6 +34,20 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (for restarts).
     pub async fn start_in(dir: TempDir, args: &[&str]) -> Self {
+        let data_dir = dir.path().to_string_lossy().into_owned();
+        let mut all = vec!["--data-dir", data_dir.as_str()];
+        all.extend_from_slice(args);
+        Self::spawn(dir, &all, &[]).await
+    }
+
+    /// Starts a node of a cluster: no data directory (`args` name the store
+    /// and the bus), `env` added to its environment.
+    pub async fn start_node(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::spawn(dir, args, env).await
+    }
+
+    async fn spawn(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .arg("serve")
             .args(if args.contains(&"--addr") {
@@ -41,11 +55,10 @@ impl TestServer {
             } else {
                 &["--addr", "127.0.0.1:0"][..]
             })
-            .arg("--data-dir")
-            .arg(dir.path())
             .args(args)
             .env("RTA_LOG", "info")
             .env_remove("RTA_TOKEN")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -103,6 +116,18 @@ impl TestServer {
 
     pub fn ws_url(&self, query: &str) -> String {
         format!("{}/api/ws{query}", self.url.replacen("http", "ws", 1))
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: no chance to flush anything. Returns the data directory.

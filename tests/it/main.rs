@@ -3,10 +3,12 @@
 //! Set TEST_LOG=1 to see the servers' logs.
 
 mod helpers;
+mod services;
 
 mod access;
 mod cli;
 mod client_edges;
+mod cluster;
 mod edges;
 mod faults;
 mod hostile;

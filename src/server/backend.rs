@@ -1,0 +1,127 @@
+//! What a node stores in and hears from: the embedded SQLite store, or
+//! ClickHouse with NATS JetStream for a cluster of nodes.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::models::NodeStatus;
+use super::{ClusterConfig, ServeConfig};
+use crate::bus::Bus;
+use crate::feed::Feed;
+use crate::store::Store;
+use crate::store::clickhouse::ClickHouseStore;
+use crate::store::sqlite::SqliteStore;
+
+pub enum Backend {
+    /// One node: the store publishes its commits to the feed itself.
+    Sqlite(Arc<SqliteStore>),
+    /// A node of a cluster: the feed follows the bus.
+    Cluster {
+        store: Arc<ClickHouseStore>,
+        bus: Arc<Bus>,
+        /// The stream message the engine was built up to at start.
+        built_upto: u64,
+    },
+}
+
+impl Backend {
+    pub async fn open(config: &ServeConfig, feed: Arc<Feed>) -> anyhow::Result<Self> {
+        match &config.cluster {
+            None => {
+                let dir = config.data_dir.clone();
+                let store =
+                    tokio::task::spawn_blocking(move || SqliteStore::open(&dir, feed)).await??;
+                Ok(Self::Sqlite(Arc::new(store)))
+            }
+            Some(ClusterConfig {
+                store,
+                bus,
+                node_id,
+                ..
+            }) => {
+                let bus = Arc::new(Bus::connect(bus, node_id).await?);
+                let store = ClickHouseStore::open(store.clone(), bus.clone())
+                    .await
+                    .context("cannot start on ClickHouse")?;
+                let built_upto = store.loaded();
+                Ok(Self::Cluster {
+                    store: Arc::new(store),
+                    bus,
+                    built_upto,
+                })
+            }
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(store) => store.clone(),
+            Self::Cluster { store, .. } => store.clone(),
+        }
+    }
+
+    /// Where events are kept, for the start-up log.
+    pub fn describe(&self, config: &ServeConfig) -> String {
+        match self {
+            Self::Sqlite(_) => config.data_dir.display().to_string(),
+            Self::Cluster { store, bus, .. } => format!(
+                "{} through {}",
+                store.url().redacted(),
+                bus.url().redacted()
+            ),
+        }
+    }
+
+    /// What a cluster node runs besides the server: the feed following the
+    /// bus from where the engine was built, and the loader into ClickHouse.
+    pub fn start(&self, feed: Arc<Feed>, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let Self::Cluster {
+            store,
+            bus,
+            built_upto,
+        } = self
+        else {
+            return Vec::new();
+        };
+        let stopped = {
+            let stop = stop.clone();
+            move || {
+                let mut stop = stop.clone();
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }
+            }
+        };
+        vec![
+            tokio::spawn(bus.clone().follow(built_upto + 1, feed, stopped())),
+            tokio::spawn(store.loader().run(stop)),
+        ]
+    }
+
+    /// This node's status, for `/api/status`.
+    pub fn status(&self, config: &ServeConfig, events: u64) -> NodeStatus {
+        let mut status = NodeStatus {
+            node_id: config.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            store: "sqlite".into(),
+            location: config.data_dir.display().to_string(),
+            bus: None,
+            events,
+            followed: None,
+            loaded: None,
+            loading: None,
+        };
+        if let Self::Cluster { store, bus, .. } = self {
+            status.store = "clickhouse".into();
+            status.location = store.url().redacted();
+            status.bus = Some(bus.url().redacted());
+            status.followed = Some(bus.followed());
+            status.loaded = Some(store.loaded());
+            status.loading = Some(store.is_loading());
+        }
+        status
+    }
+}

@@ -1,0 +1,316 @@
+//! ClickHouse over its HTTP interface: statements in, text or rows out.
+//!
+//! Only the HTTP interface and SQL that Debian's 18.16 and current releases
+//! both understand are used, so rta does not depend on the server's version.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::store::StoreError;
+
+/// `clickhouse://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE`, as given to `--store`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClickHouseUrl {
+    /// `http://HOST:PORT/`
+    pub base: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ClickHouseUrl {
+    // Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.redacted())
+    }
+}
+
+impl ClickHouseUrl {
+    const EXAMPLE: &str = "clickhouse://127.0.0.1:8123/rta";
+
+    /// Parses the URL; a user and password missing from it come from
+    /// `user_env` and `password_env` (`RTA_CLICKHOUSE_USER`, `..._PASSWORD`).
+    pub fn parse(
+        text: &str,
+        user_env: Option<String>,
+        password_env: Option<String>,
+    ) -> Result<Self, String> {
+        let example = Self::EXAMPLE;
+        let url = reqwest::Url::parse(text).map_err(|e| {
+            format!("--store `{text}` is not a URL ({e}); give one such as {example}")
+        })?;
+        if url.scheme() != "clickhouse" {
+            return Err(format!(
+                "--store `{text}`: give sqlite:DIR or clickhouse://HOST:PORT/DATABASE (such as {example})"
+            ));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("--store `{text}` names no host; such as {example}"))?;
+        let database = url.path().trim_matches('/');
+        let database = if database.is_empty() { "rta" } else { database };
+        if !(database.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "--store `{text}`: the database name `{database}` must be letters, digits and `_` (such as {example})"
+            ));
+        }
+        if url.query().is_some() {
+            return Err(format!(
+                "--store `{text}`: give the user and password in the URL or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD, not as parameters"
+            ));
+        }
+        let decode = |s: &str| {
+            percent_decode(s)
+                .ok_or_else(|| format!("--store `{text}`: the credentials are not valid UTF-8"))
+        };
+        let user = match url.username() {
+            "" => user_env.filter(|u| !u.is_empty()),
+            u => Some(decode(u)?),
+        };
+        let password = match url.password() {
+            Some(p) => Some(decode(p)?),
+            None => password_env,
+        };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Ok(Self {
+            base: format!("http://{host}:{}/", url.port().unwrap_or(8123)),
+            database: database.to_string(),
+            user,
+            password,
+        })
+    }
+
+    /// The address without credentials, for messages and logs.
+    pub fn redacted(&self) -> String {
+        let host = self
+            .base
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        format!("clickhouse://{host}/{}", self.database)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes: Vec<u8> = form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A string as a ClickHouse literal.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Talks to one ClickHouse server.
+pub struct Http {
+    client: reqwest::Client,
+    pub url: ClickHouseUrl,
+}
+
+impl Http {
+    pub fn new(url: ClickHouseUrl) -> Result<Self, StoreError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| StoreError::Read(format!("cannot set up an HTTP client: {e}")))?;
+        Ok(Self { client, url })
+    }
+
+    /// The events table, qualified.
+    pub fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.url.database)
+    }
+
+    fn request(&self, query: Option<&str>) -> reqwest::RequestBuilder {
+        let mut req = self.client.post(&self.url.base);
+        let mut params = vec![("output_format_json_quote_64bit_integers", "0")];
+        if let Some(query) = query {
+            params.push(("query", query));
+        }
+        req = req.query(&params);
+        if let Some(user) = &self.url.user {
+            req = req.basic_auth(user, self.url.password.as_deref());
+        }
+        req
+    }
+
+    /// Runs a statement and returns its whole answer as text.
+    pub async fn execute(&self, sql: &str) -> Result<String, ClickHouseError> {
+        let response = self
+            .request(None)
+            .body(sql.to_string())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.unreachable(e))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(ClickHouseError::Refused(first_line(&text)))
+        }
+    }
+
+    /// Runs `INSERT INTO table FORMAT JSONEachRow` with `rows` as its data.
+    pub async fn insert(&self, table: &str, rows: Vec<u8>) -> Result<(), ClickHouseError> {
+        let query = format!("INSERT INTO {table} FORMAT JSONEachRow");
+        let response = self
+            .request(Some(&query))
+            .body(rows)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(ClickHouseError::Refused(first_line(&text)))
+    }
+
+    /// Runs a `SELECT ... FORMAT JSONEachRow` and calls `row` with each
+    /// line as it arrives, until it answers false.
+    pub async fn select_lines(
+        &self,
+        sql: &str,
+        mut row: impl FnMut(&[u8]) -> Result<bool, ClickHouseError>,
+    ) -> Result<(), ClickHouseError> {
+        let response = self
+            .request(None)
+            .body(sql.to_string())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(ClickHouseError::Refused(first_line(&text)));
+        }
+        let mut body = response.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(bytes) = body.next().await {
+            let bytes = bytes.map_err(|e| self.unreachable(e))?;
+            pending.extend_from_slice(&bytes);
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+                let line = &pending[start..start + end];
+                start += end + 1;
+                if !line.is_empty() && !row(line)? {
+                    return Ok(());
+                }
+            }
+            pending.drain(..start);
+        }
+        if !pending.is_empty() {
+            // ClickHouse ends every row with a newline; anything else is an
+            // error it wrote after the rows began.
+            return Err(ClickHouseError::Refused(first_line(
+                &String::from_utf8_lossy(&pending),
+            )));
+        }
+        Ok(())
+    }
+
+    /// A single number (`SELECT count() ...`).
+    pub async fn number(&self, sql: &str) -> Result<u64, ClickHouseError> {
+        let text = self.execute(sql).await?;
+        text.trim().parse().map_err(|_| {
+            ClickHouseError::Refused(format!("expected a number, got `{}`", text.trim()))
+        })
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClickHouseError {
+        // The innermost cause says it best ("Connection refused").
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            reason = s.to_string();
+            source = s.source();
+        }
+        if e.is_timeout() {
+            reason = format!("timed out ({reason})");
+        }
+        ClickHouseError::Unreachable(format!("{}: {reason}", self.url.redacted()))
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.trim().lines().next().unwrap_or("no reason given");
+    line.chars().take(500).collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    #[error("cannot reach ClickHouse at {0}")]
+    Unreachable(String),
+    #[error("ClickHouse refused: {0}")]
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_credentials_kept_out_of_messages() {
+        let url =
+            ClickHouseUrl::parse("clickhouse://127.0.0.1:9000/analytics", None, None).unwrap();
+        assert_eq!(url.base, "http://127.0.0.1:9000/");
+        assert_eq!(url.database, "analytics");
+        assert_eq!(url.user, None);
+        let url = ClickHouseUrl::parse("clickhouse://u:p%40ss@h/db", None, None).unwrap();
+        assert_eq!(url.base, "http://h:8123/");
+        assert_eq!(
+            (url.user.as_deref(), url.password.as_deref()),
+            (Some("u"), Some("p@ss"))
+        );
+        assert_eq!(format!("{url:?}"), "clickhouse://h:8123/db");
+        let url = ClickHouseUrl::parse(
+            "clickhouse://h:1",
+            Some("reader".into()),
+            Some("secret".into()),
+        )
+        .unwrap();
+        assert_eq!(url.database, "rta");
+        assert_eq!(
+            (url.user.as_deref(), url.password.as_deref()),
+            (Some("reader"), Some("secret"))
+        );
+        for bad in [
+            "http://h:8123/db",
+            "clickhouse:///db",
+            "clickhouse://h/db-1",
+            "clickhouse://h/db?user=x",
+            "h:8123",
+        ] {
+            assert!(ClickHouseUrl::parse(bad, None, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(quote("it's"), r"'it\'s'");
+        assert_eq!(quote(r"a\b"), r"'a\\b'");
+    }
+}

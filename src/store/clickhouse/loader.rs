@@ -1,0 +1,301 @@
+//! The loader: moves events from the stream into ClickHouse, exactly once.
+//!
+//! Every node runs one; the node holding the bus's `loader` lease loads and
+//! the others wait to take over. ClickHouse 18.16 cannot drop a repeated
+//! INSERT by itself (no deduplication on plain MergeTree), so exactly-once is
+//! ours:
+//!
+//! - the progress mark `loaded` (in the bus, updated compare-and-set) names
+//!   the last stream message whose events are all in ClickHouse, and every
+//!   row carries the stream sequence of its message;
+//! - the loader inserts the messages after `loaded` in batches, then moves
+//!   the mark;
+//! - an INSERT whose outcome is unknown (the loader died after it, or its
+//!   answer was lost) is undone before anything else is inserted: rows after
+//!   the mark are deleted (`ALTER TABLE ... DELETE`, waited for) and the
+//!   messages inserted again.
+//!
+//! The mark moves only by compare-and-set, so a loader that lost its lease
+//! (paused past it) cannot move the mark past the new loader's work.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::http::{ClickHouseError, Http};
+use super::rows;
+use crate::bus::{Bus, BusError, Delivered, event_seq};
+
+/// The lease and the progress mark's name.
+pub const LEASE: &str = "loader";
+pub const LOADED: &str = "loaded";
+/// Rows per INSERT at most.
+const MAX_ROWS: usize = 200_000;
+/// JSON bytes per INSERT at most.
+const MAX_BYTES: usize = 32 << 20;
+/// How long a batch waits for more messages once it has one.
+const GATHER: Duration = Duration::from_millis(50);
+/// The lease is renewed this often (well inside [`LEASE_TTL`]).
+const RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// A deliberate crash for the exactly-once test: `RTA_TEST_FAULT=exit-after-insert:N`
+/// makes the process exit at once after its Nth INSERT, before moving the mark.
+fn fault_after_insert() -> Option<u64> {
+    std::env::var("RTA_TEST_FAULT")
+        .ok()?
+        .strip_prefix("exit-after-insert:")?
+        .parse()
+        .ok()
+}
+
+pub struct Loader {
+    pub bus: Arc<Bus>,
+    pub http: Arc<Http>,
+    /// The mark as this node last saw it, for readers that wait for it.
+    pub loaded: watch::Sender<u64>,
+    /// Set while this node holds the lease.
+    pub leading: Arc<AtomicBool>,
+}
+
+enum Stop {
+    /// Another node holds the lease now.
+    LostLease,
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    ClickHouse(#[from] ClickHouseError),
+}
+
+impl Loader {
+    /// Loads while this node holds the lease, until `stop` flips.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut waiting_logged = false;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.bus.take_lease(LEASE, None).await {
+                Ok(Some(revision)) => {
+                    tracing::info!("this node loads events into ClickHouse");
+                    waiting_logged = false;
+                    let mut revision = revision;
+                    self.leading.store(true, Ordering::Relaxed);
+                    let outcome = self.lead(&mut revision, &mut stop).await;
+                    self.leading.store(false, Ordering::Relaxed);
+                    match outcome {
+                        Ok(Stop::Shutdown) => {
+                            self.bus.release_lease(LEASE, revision).await;
+                            return;
+                        }
+                        Ok(Stop::LostLease) => {
+                            tracing::info!("another node loads events into ClickHouse now");
+                        }
+                        Err(e) => {
+                            tracing::warn!("loading into ClickHouse stopped: {e}; retrying");
+                            self.bus.release_lease(LEASE, revision).await;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if !waiting_logged {
+                        tracing::info!("another node loads events into ClickHouse; standing by");
+                        waiting_logged = true;
+                    }
+                    // Keeps this node's view of the mark fresh for its readers.
+                    if let Ok((loaded, _)) = self.bus.progress(LOADED).await {
+                        self.loaded.send_replace(loaded);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot reach the loader's lease: {e}"),
+            }
+            let pause = if waiting_logged {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn lead(
+        &self,
+        lease: &mut u64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Stop, LoadError> {
+        let (mut loaded, mut mark) = self.bus.progress(LOADED).await?;
+        self.undo_after(loaded).await?;
+        self.loaded.send_replace(loaded);
+        let messages = self.bus.read_from(loaded + 1).await?;
+        tokio::pin!(messages);
+        let mut renewed = Instant::now();
+        let mut inserts = 0u64;
+        let fault = fault_after_insert();
+        let table = self.http.table("events");
+        loop {
+            let mut batch: Vec<Delivered> = Vec::new();
+            let mut rows_in = 0usize;
+            // The first message is awaited at most until the lease is due.
+            let first = tokio::select! {
+                _ = stop.changed() => return Ok(Stop::Shutdown),
+                m = tokio::time::timeout(RENEW_EVERY, messages.next()) => m,
+            };
+            match first {
+                Ok(Some(m)) => {
+                    let m = m?;
+                    rows_in += m.events.len();
+                    batch.push(m);
+                    let until = tokio::time::Instant::now() + GATHER;
+                    while rows_in < MAX_ROWS {
+                        match tokio::time::timeout_at(until, messages.next()).await {
+                            Ok(Some(m)) => {
+                                let m = m?;
+                                rows_in += m.events.len();
+                                batch.push(m);
+                            }
+                            Ok(None) => break,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Ok(None) => {
+                    return Err(BusError::JetStream("the stream ended".into()).into());
+                }
+                Err(_) => {}
+            }
+            if renewed.elapsed() >= RENEW_EVERY || batch.is_empty() {
+                match self.bus.take_lease(LEASE, Some(*lease)).await? {
+                    Some(revision) => {
+                        *lease = revision;
+                        renewed = Instant::now();
+                    }
+                    None => return Ok(Stop::LostLease),
+                }
+            }
+            let Some(last) = batch.last().map(|m| m.stream_seq) else {
+                continue;
+            };
+            let body = encode(&batch);
+            let mut failures = 0u32;
+            // After a failed INSERT, which ClickHouse may have stored all the
+            // same, nothing is inserted until its rows are known to be gone.
+            let mut unsure = false;
+            loop {
+                let mut failed = None;
+                if unsure {
+                    match self.undo_after(loaded).await {
+                        Ok(()) => unsure = false,
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if !unsure {
+                    match self.http.insert(&table, body.clone()).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            unsure = true;
+                            failed = Some(e);
+                        }
+                    }
+                }
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    let reason = failed.map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(
+                        "cannot insert into ClickHouse ({reason}); events wait in the stream, retrying"
+                    );
+                }
+                tokio::select! {
+                    _ = stop.changed() => return Ok(Stop::Shutdown),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                match self.bus.take_lease(LEASE, Some(*lease)).await? {
+                    Some(revision) => *lease = revision,
+                    None => return Ok(Stop::LostLease),
+                }
+                renewed = Instant::now();
+            }
+            if failures > 0 {
+                tracing::info!("ClickHouse takes events again");
+            }
+            inserts += 1;
+            if fault == Some(inserts) {
+                tracing::error!("RTA_TEST_FAULT: exiting after an INSERT, before its mark");
+                std::process::exit(137);
+            }
+            match self.bus.set_progress(LOADED, last, mark).await? {
+                Some(revision) => mark = Some(revision),
+                None => return Ok(Stop::LostLease),
+            }
+            loaded = last;
+            self.loaded.send_replace(loaded);
+        }
+    }
+
+    /// Deletes the rows of messages after `loaded` (an INSERT whose outcome
+    /// was unknown) and waits until they are gone.
+    async fn undo_after(&self, loaded: u64) -> Result<(), ClickHouseError> {
+        let table = self.http.table("events");
+        let stray = self
+            .http
+            .number(&format!(
+                "SELECT count() FROM {table} WHERE stream_seq > {loaded}"
+            ))
+            .await?;
+        if stray == 0 {
+            return Ok(());
+        }
+        tracing::info!(
+            "removing {stray} rows that an unfinished load left after stream message {loaded}"
+        );
+        self.http
+            .execute(&format!(
+                "ALTER TABLE {table} DELETE WHERE stream_seq > {loaded}"
+            ))
+            .await?;
+        let started = Instant::now();
+        loop {
+            let left = self
+                .http
+                .number(&format!(
+                    "SELECT count() FROM {table} WHERE stream_seq > {loaded}"
+                ))
+                .await?;
+            if left == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                return Err(ClickHouseError::Refused(format!(
+                    "{left} rows after stream message {loaded} are still there 5 minutes after deleting them"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The rows of a batch of messages, as one INSERT's body.
+fn encode(batch: &[Delivered]) -> Vec<u8> {
+    let bytes: usize = batch.iter().map(|m| m.bytes * 3 + 64).sum();
+    let mut out = Vec::with_capacity(bytes.min(MAX_BYTES));
+    for message in batch {
+        for (i, event) in message.events.iter().enumerate() {
+            rows::write_row(
+                &mut out,
+                event_seq(message.stream_seq, i as u64),
+                message.stream_seq,
+                event,
+            );
+        }
+    }
+    out
+}

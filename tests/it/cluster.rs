@@ -1,0 +1,420 @@
+//! Several `rta serve` nodes on one ClickHouse and one NATS JetStream: every
+//! acknowledged event stored exactly once, every node's live view equal,
+//! through a loader killed between its INSERT and its mark, a node killed
+//! and restarted, ClickHouse down and NATS down.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::connect_async;
+
+use crate::helpers::{TestServer, next_json};
+use crate::services::{self, Service};
+
+struct Cluster {
+    clickhouse: Service,
+    nats: Service,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        Self {
+            clickhouse: services::clickhouse(),
+            nats: services::nats(),
+        }
+    }
+
+    async fn node(&self, id: &str, env: &[(&str, &str)]) -> TestServer {
+        let store = self.clickhouse.clickhouse_url("rta");
+        let bus = self.nats.nats_url();
+        TestServer::start_node(&["--store", &store, "--bus", &bus, "--node-id", id], env).await
+    }
+
+    /// Rows in ClickHouse's table, as ClickHouse counts them (no FINAL).
+    async fn rows(&self) -> u64 {
+        self.clickhouse
+            .sql("SELECT count() FROM rta.events")
+            .await
+            .parse()
+            .expect("a count")
+    }
+
+    /// Waits until ClickHouse holds exactly `n` rows and no sequence number
+    /// twice; fails if it ever holds more.
+    async fn wait_rows(&self, n: u64) {
+        let started = Instant::now();
+        loop {
+            let rows = self.rows().await;
+            if rows > n {
+                let doubled = self
+                    .clickhouse
+                    .sql("SELECT stream_seq, seq, count() AS c FROM rta.events GROUP BY stream_seq, seq HAVING c > 1 ORDER BY seq LIMIT 5")
+                    .await;
+                panic!("ClickHouse holds {rows} rows, more than the {n} sent; doubled: {doubled}");
+            }
+            if rows == n {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "ClickHouse holds {rows} of {n} rows after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let distinct = self
+            .clickhouse
+            .sql("SELECT uniqExact(seq) FROM rta.events")
+            .await;
+        assert_eq!(distinct, n.to_string(), "every row a different event");
+    }
+}
+
+/// Events `from..from + n`: amounts spread over 0.5..=999.5, three regions.
+fn events(from: usize, n: usize) -> Vec<Value> {
+    (from..from + n)
+        .map(|i| {
+            let region = ["north", "south", "east"][i % 3];
+            json!({"type": "sales", "source": "cluster-test",
+                   "values": {"amount": (i * 37 % 1000) as f64 + 0.5, "region": region}})
+        })
+        .collect()
+}
+
+async fn post(node: &TestServer, batch: &[Value]) -> Value {
+    let (status, body) = node.ingest(&Value::Array(batch.to_vec())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], batch.len());
+    body
+}
+
+async fn query(node: &TestServer, body: Value) -> Value {
+    let (status, answer) = node
+        .post("/api/query", "application/json", body.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+    answer
+}
+
+async fn status(node: &TestServer) -> Value {
+    let (code, body) = node.get("/api/status").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    body
+}
+
+fn nearest_rank(mut values: Vec<f64>, q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// Checks a node's answers against the events sent: by region, all time,
+/// from the live engine; and with a filter, which reads ClickHouse.
+async fn assert_answers_truth(node: &TestServer, sent: &[Value]) {
+    let mut truth: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for e in sent {
+        truth
+            .entry(e["values"]["region"].as_str().unwrap().into())
+            .or_default()
+            .push(e["values"]["amount"].as_f64().unwrap());
+    }
+    for (body, keep) in [
+        (
+            json!({"window": "all", "by": ["region"], "defaults": false,
+                   "stats": ["sum:amount", "min:amount", "max:amount", "p50:amount", "p99:amount"]}),
+            None,
+        ),
+        (
+            json!({"window": "30d", "where": ["amount>=300"], "by": ["region"], "defaults": false,
+                   "stats": ["sum:amount", "min:amount", "max:amount", "p50:amount", "p99:amount"]}),
+            Some(300.0),
+        ),
+    ] {
+        let answer = query(node, body.clone()).await;
+        let rows = answer["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), truth.len(), "{body}: {answer}");
+        for row in rows {
+            let region = row["key"]["region"].as_str().unwrap();
+            let amounts: Vec<f64> = truth[region]
+                .iter()
+                .copied()
+                .filter(|a| keep.is_none_or(|k| *a >= k))
+                .collect();
+            let stats = &row["stats"];
+            assert_eq!(row["events"], amounts.len(), "{region} {body}");
+            let sum: f64 = amounts.iter().sum();
+            assert!(
+                (stats["amount_sum"].as_f64().unwrap() - sum).abs() < 1e-6,
+                "{region}: sum {} vs {sum}",
+                stats["amount_sum"]
+            );
+            let min = amounts.iter().copied().fold(f64::MAX, f64::min);
+            let max = amounts.iter().copied().fold(f64::MIN, f64::max);
+            assert_eq!(stats["amount_min"], min, "{region}");
+            assert_eq!(stats["amount_max"], max, "{region}");
+            for (name, q) in [("amount_p50", 0.5), ("amount_p99", 0.99)] {
+                let got = stats[name].as_f64().unwrap();
+                let exact = nearest_rank(amounts.clone(), q);
+                assert!(
+                    (got - exact).abs() <= exact * 0.01 + 1e-9,
+                    "{region} {name}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_one_store_and_bus_and_lose_or_double_nothing() {
+    let mut cluster = Cluster::start();
+    let mut sent: Vec<Value> = Vec::new();
+
+    // A loader killed between its INSERT and moving its mark: the rows it
+    // inserted are in ClickHouse, unmarked.
+    let mut doomed = cluster
+        .node("doomed", &[("RTA_TEST_FAULT", "exit-after-insert:1")])
+        .await;
+    let batch = events(0, 100);
+    post(&doomed, &batch).await;
+    sent.extend(batch);
+    let exit = doomed.wait_exit(Duration::from_secs(20));
+    assert_eq!(exit.and_then(|s| s.code()), Some(137), "the fault fired");
+    assert_eq!(cluster.rows().await, 100, "the INSERT was stored");
+
+    // Two nodes take over: the unmarked rows are replaced, not doubled.
+    let a = cluster.node("a", &[]).await;
+    let b = cluster.node("b", &[]).await;
+    cluster.wait_rows(100).await;
+    let started = Instant::now();
+    while status(&a).await["loaded"].as_u64() < Some(1) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a loader took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.wait_rows(100).await;
+    for node in [&a, &b] {
+        let s = status(node).await;
+        assert_eq!(s["store"], "clickhouse");
+        assert_eq!(s["events"], 100, "{s}");
+    }
+
+    // 1,000 events in batches, alternately to B and A; A's WebSocket shows
+    // them all within a second of the last answer.
+    let (mut ws, _) = connect_async(a.ws_url("")).await.expect("A's WebSocket");
+    assert_eq!(next_json(&mut ws).await["metrics"]["totalEvents"], 100);
+    for (i, chunk) in events(100, 1000).chunks(50).enumerate() {
+        post(if i % 2 == 0 { &b } else { &a }, chunk).await;
+        sent.extend_from_slice(chunk);
+    }
+    let last_answer = Instant::now();
+    loop {
+        let update = next_json(&mut ws).await;
+        if update["metrics"]["totalEvents"] == 1100 {
+            break;
+        }
+    }
+    assert!(
+        last_answer.elapsed() <= Duration::from_secs(1),
+        "A showed B's events {:?} after the last answer",
+        last_answer.elapsed()
+    );
+    for node in [&a, &b] {
+        assert_answers_truth(node, &sent).await;
+    }
+    cluster.wait_rows(1100).await;
+
+    // B killed; A takes 200 more; B comes back and catches up.
+    drop(b);
+    for chunk in events(1100, 200).chunks(50) {
+        post(&a, chunk).await;
+        sent.extend_from_slice(chunk);
+    }
+    let b = cluster.node("b", &[]).await;
+    assert_eq!(status(&b).await["events"], 1300);
+    assert_answers_truth(&b, &sent).await;
+    cluster.wait_rows(1300).await;
+
+    // A retry with the same key, to the other node: the first answer, nothing stored.
+    let once = events(1300, 1);
+    let first = a
+        .http
+        .post(format!("{}/api/ingest", a.url))
+        .header("idempotency-key", "order-1300")
+        .json(&once[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.unwrap();
+    sent.extend(once.clone());
+    let retry: Value = b
+        .http
+        .post(format!("{}/api/ingest", b.url))
+        .header("idempotency-key", "order-1300")
+        .json(&once[0])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retry["replayed"], true, "{retry}");
+    assert_eq!(retry["firstSeq"], first["firstSeq"]);
+    assert_eq!(status(&b).await["events"], 1301);
+    cluster.wait_rows(1301).await;
+
+    // ClickHouse down: ingest goes on, the events wait in the stream.
+    cluster.clickhouse.kill();
+    let batch = events(1301, 50);
+    post(&b, &batch).await;
+    sent.extend(batch);
+    assert_eq!(status(&a).await["events"], 1351);
+    cluster.clickhouse.start_again();
+    cluster.wait_rows(1351).await;
+    assert_answers_truth(&a, &sent).await;
+
+    // NATS down: ingest is refused with a reason, queries still answer. The
+    // client retries with its key once NATS is back: stored once.
+    cluster.nats.kill();
+    let once = events(1351, 1);
+    let keyed = |node: &TestServer| {
+        node.http
+            .post(format!("{}/api/ingest", node.url))
+            .header("idempotency-key", "order-1351")
+            .json(&once[0])
+            .send()
+    };
+    let refused = keyed(&a).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("NATS"), "{body}");
+    assert_answers_truth(&a, &sent).await;
+    cluster.nats.start_again();
+    let started = Instant::now();
+    while keyed(&a).await.unwrap().status() != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "ingest works again once NATS is back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sent.extend(once.clone());
+    let batch = events(1352, 9);
+    post(&b, &batch).await;
+    sent.extend(batch);
+    cluster.wait_rows(1361).await;
+    for node in [&a, &b] {
+        let started = Instant::now();
+        while status(node).await["events"] != 1361 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "every node sees it"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_answers_truth(node, &sent).await;
+    }
+}
+
+#[test]
+fn conflicting_store_flags_are_refused_with_what_to_pass() {
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(crate::helpers::BIN)
+            .arg("serve")
+            .args(args)
+            .env_remove("RTA_DATA_DIR")
+            .env_remove("RTA_STORE")
+            .env_remove("RTA_BUS")
+            .envs(env.iter().copied())
+            .output()
+            .expect("rta runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            &["--store", "sqlite:/tmp/x", "--data-dir", "/tmp/y"],
+            &[],
+            "name different directories",
+        ),
+        (
+            &["--store", "clickhouse://127.0.0.1:8123/rta"],
+            &[],
+            "--bus nats://",
+        ),
+        (
+            &["--bus", "nats://127.0.0.1:4222"],
+            &[],
+            "SQLite store takes none",
+        ),
+        (
+            &["--store", "sqlite:/tmp/x", "--bus", "nats://127.0.0.1:4222"],
+            &[],
+            "takes none",
+        ),
+        (
+            &[
+                "--store",
+                "clickhouse://127.0.0.1:8123/rta",
+                "--bus",
+                "nats://h:1",
+            ],
+            &[("RTA_DATA_DIR", "/tmp/y")],
+            "no use with a ClickHouse store",
+        ),
+        (
+            &["--store", "postgres://h/db"],
+            &[],
+            "sqlite:DIR or clickhouse://",
+        ),
+        (
+            &[
+                "--store",
+                "clickhouse://h:8123/my-db",
+                "--bus",
+                "nats://h:1",
+            ],
+            &[],
+            "letters, digits and `_`",
+        ),
+        (
+            &[
+                "--store",
+                "clickhouse://h:8123/rta",
+                "--bus",
+                "http://h:4222",
+            ],
+            &[],
+            "nats://HOST:PORT",
+        ),
+        (&["--node-id", "a b"], &[], "--node-id"),
+    ];
+    for (args, env, expected) in cases {
+        let (code, stderr) = serve(args, env);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Nothing listening: a clear message, not a hang.
+    let (code, stderr) = serve(
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--store",
+            "clickhouse://127.0.0.1:9/rta",
+            "--bus",
+            "nats://127.0.0.1:9",
+        ],
+        &[],
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("cannot reach NATS at nats://127.0.0.1:9"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,181 @@
+//! The real ClickHouse and NATS servers a cluster test runs on: Debian's
+//! packages (`.ci/run` installs them), each started on its own free ports in
+//! a temporary directory and stopped by PID, never as a system service.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub struct Service {
+    child: Child,
+    program: &'static str,
+    args: Vec<String>,
+    pub port: u16,
+    pub dir: TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn spawn(program: &'static str, args: &[String], dir: &TempDir) -> Child {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); .ci/run installs it from Debian's packages")
+        })
+}
+
+/// `nats-server` with JetStream, storing in a temporary directory.
+pub fn nats() -> Service {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = free_port();
+    let args = [
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-sd",
+        &dir.path().join("jetstream").to_string_lossy(),
+    ]
+    .map(String::from);
+    let child = spawn("nats-server", &args, &dir);
+    let service = Service {
+        child,
+        program: "nats-server",
+        args: args.to_vec(),
+        port,
+        dir,
+    };
+    service.wait_ready();
+    service
+}
+
+impl Service {
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn clickhouse_url(&self, database: &str) -> String {
+        format!("clickhouse://127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs a statement on ClickHouse and returns its answer, trimmed.
+    pub async fn sql(&self, statement: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/", self.port))
+            .body(statement.to_string())
+            .send()
+            .await
+            .expect("ClickHouse answers");
+        let ok = response.status().is_success();
+        let text = response.text().await.expect("a body");
+        assert!(ok, "{statement}: {text}");
+        text.trim().to_string()
+    }
+
+    /// Kills the server (SIGKILL); [`Service::start_again`] brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub fn start_again(&mut self) {
+        self.kill();
+        self.child = spawn(self.program, &self.args, &self.dir);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let port = self.port;
+        if self.program == "nats-server" {
+            return wait_until("nats-server accepts connections", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
+        wait_until("clickhouse-server answers /ping", || {
+            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            use std::io::{Read, Write};
+            let _ = stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer.ends_with("Ok.\n")
+        });
+    }
+}
+
+/// `clickhouse-server` with its own configuration, data and ports.
+pub fn clickhouse() -> Service {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().to_string_lossy().into_owned();
+    let (http, tcp, interserver) = (free_port(), free_port(), free_port());
+    for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("a directory");
+    }
+    let config = format!(
+        r#"<yandex>
+  <logger><level>warning</level><log>{root}/log/server.log</log><errorlog>{root}/log/error.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <interserver_http_port>{interserver}</interserver_http_port>
+  <path>{root}/data/</path>
+  <tmp_path>{root}/tmp/</tmp_path>
+  <user_files_path>{root}/user_files/</user_files_path>
+  <format_schema_path>{root}/format_schemas/</format_schema_path>
+  <users_config>{root}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+</yandex>"#
+    );
+    let users = r#"<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>"#;
+    std::fs::write(dir.path().join("config.xml"), config).expect("the config is written");
+    std::fs::write(dir.path().join("users.xml"), users).expect("the users are written");
+    let args = [format!("--config-file={root}/config.xml")];
+    let child = spawn("clickhouse-server", &args, &dir);
+    let service = Service {
+        child,
+        program: "clickhouse-server",
+        args: args.to_vec(),
+        port: http,
+        dir,
+    };
+    service.wait_ready();
+    service
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
