@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use async_nats::{HeaderMap, HeaderValue};
 use futures_util::StreamExt;
 use thiserror::Error;
@@ -51,6 +51,7 @@ pub const LEASE_TTL: Duration = Duration::from_secs(4);
 const KEYS_BUCKET: &str = "rta_keys";
 const LEASE_BUCKET: &str = "rta_lease";
 const PROGRESS_BUCKET: &str = "rta_progress";
+const STATE_BUCKET: &str = "rta_state";
 
 /// The sequence number of the `index`-th event of the message at stream
 /// sequence `stream_seq`.
@@ -135,6 +136,8 @@ pub struct Bus {
     keys: kv::Store,
     lease: kv::Store,
     progress: kv::Store,
+    /// Large shared values (the engine's saved state).
+    state: object_store::ObjectStore,
     node_id: Arc<str>,
     /// This process among all that ever had this node id: a restarted node
     /// must not take the lease its previous run held for its own.
@@ -216,6 +219,19 @@ impl Bus {
         let keys = bucket(&js, KEYS_BUCKET, Some(KEYS_KEPT)).await?;
         let lease = bucket(&js, LEASE_BUCKET, Some(LEASE_TTL)).await?;
         let progress = bucket(&js, PROGRESS_BUCKET, None).await?;
+        let state = match js.get_object_store(STATE_BUCKET).await {
+            Ok(state) => state,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: STATE_BUCKET.into(),
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    BusError::JetStream(format!("cannot create the bucket {STATE_BUCKET}: {e}"))
+                })?,
+        };
         Ok(Self {
             url: url.clone(),
             connects,
@@ -224,6 +240,7 @@ impl Bus {
             keys,
             lease,
             progress,
+            state,
             node_id: node_id.into(),
             instance: format!("{node_id}/{:016x}", rand::random::<u64>()).into(),
             followed: watch::channel(0).0,
@@ -389,6 +406,11 @@ impl Bus {
                             Some(Ok(delivered)) => {
                                 warned = false;
                                 let seq = delivered.stream_seq;
+                                if seq > next && next > 1 {
+                                    tracing::error!(
+                                        "this node's live view missed stream messages {next}..{seq}: they were loaded and dropped from the stream while it lagged; restart the node to rebuild it"
+                                    );
+                                }
                                 next = seq + 1;
                                 feed.publish(&Arc::new(delivered.batch()));
                                 self.followed.send_replace(seq);
@@ -515,6 +537,43 @@ impl Bus {
                 Err(e) => Err(BusError::JetStream(format!("storing progress: {e}"))),
             },
         }
+    }
+}
+
+impl Bus {
+    /// The shared value `name` (`None` when never saved).
+    pub async fn load(&self, name: &str) -> Result<Option<Vec<u8>>, BusError> {
+        let mut object = match self.state.get(name).await {
+            Ok(object) => object,
+            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BusError::JetStream(format!("reading {name}: {e}"))),
+        };
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
+            .await
+            .map_err(|e| BusError::JetStream(format!("reading {name}: {e}")))?;
+        Ok(Some(bytes))
+    }
+
+    /// Replaces the shared value `name`.
+    pub async fn save(&self, name: &str, bytes: &[u8]) -> Result<(), BusError> {
+        let mut reader = bytes;
+        self.state
+            .put(name, &mut reader)
+            .await
+            .map_err(|e| BusError::JetStream(format!("saving {name}: {e}")))?;
+        Ok(())
+    }
+
+    /// Drops the stream's messages before `seq` (they are in ClickHouse).
+    pub async fn purge_before(&self, seq: u64) -> Result<u64, BusError> {
+        let purged = self
+            .stream
+            .purge()
+            .sequence(seq)
+            .await
+            .map_err(js_err("trimming the stream"))?;
+        Ok(purged.purged)
     }
 }
 

@@ -282,14 +282,16 @@ impl Engine {
     }
 
     /// Forgets every event before `cutoff` after the store deleted them
-    /// (`deleted` of them): the all-time summaries become the merge of the
+    /// (`deleted` of them; `None` when the store cannot say, as on a cluster
+    /// where another node deleted them: then the events the engine forgot
+    /// are counted): the all-time summaries become the merge of the
     /// epochs left, with the parts `reread` gathered (events applied since
     /// are read through `since`), and time slots wholly before the cutoff
     /// are emptied. Costs about what was deleted, not what is kept.
     pub fn forget_before(
         &mut self,
         cutoff: Timestamp,
-        deleted: u64,
+        deleted: Option<u64>,
         reread: Option<Reread>,
         since: &mut ReadSince<'_>,
     ) {
@@ -298,6 +300,7 @@ impl Engine {
         };
         let cutoff = cutoff.millis();
         let limits = self.config.all_time_limits();
+        let tracked_before: u64 = self.types.values().map(|s| s.all_time.count).sum();
         epochs.forget_before(cutoff, reread, since, limits);
         let mut all_time = epochs.all_time(limits);
         self.types
@@ -308,8 +311,9 @@ impl Engine {
                 }
                 _ => false,
             });
-        self.total = self.total.saturating_sub(deleted);
         let tracked: u64 = self.types.values().map(|s| s.all_time.count).sum();
+        let deleted = deleted.unwrap_or(tracked_before.saturating_sub(tracked));
+        self.total = self.total.saturating_sub(deleted);
         self.untracked = self.total.saturating_sub(tracked);
         self.total = self.total.max(tracked);
         self.seconds.clear_before(cutoff);

@@ -379,7 +379,7 @@ fn retention_forgets_exactly_what_it_deletes_and_reads_little_again() {
         stored.push(late.clone());
         let late_seq = stored.len() as u64;
         engine.apply_committed(late_seq, &[late], now());
-        engine.forget_before(at, deleted, plan, &mut |after, sink| {
+        engine.forget_before(at, Some(deleted), plan, &mut |after, sink| {
             for (i, e) in stored.iter().enumerate().skip(after as usize) {
                 sink(1 + i as u64, std::slice::from_ref(e));
             }

@@ -8,12 +8,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::models::NodeStatus;
-use super::{ClusterConfig, ServeConfig};
+use super::saved_state::{self, Loaded};
+use super::{ClusterConfig, LiveEngine, ServeConfig};
 use crate::bus::Bus;
 use crate::feed::Feed;
 use crate::store::Store;
 use crate::store::clickhouse::ClickHouseStore;
 use crate::store::sqlite::SqliteStore;
+
+/// The engine's saved state, in the bus's object bucket.
+const ENGINE_STATE: &str = "engine";
 
 pub enum Backend {
     /// One node: the store publishes its commits to the feed itself.
@@ -99,6 +103,64 @@ impl Backend {
             tokio::spawn(bus.clone().follow(built_upto + 1, feed, stopped())),
             tokio::spawn(store.loader().run(stop)),
         ]
+    }
+
+    /// The engine, brought up to date with the store: from the saved state
+    /// (next to the SQLite database; in NATS for a cluster, saved by the
+    /// loading node) and the events stored after it.
+    pub async fn load_engine(&self, config: &ServeConfig) -> anyhow::Result<Loaded> {
+        let engine_config = config.engine;
+        match self {
+            Self::Sqlite(store) => {
+                let (store, dir) = (store.clone(), config.data_dir.clone());
+                tokio::task::spawn_blocking(move || saved_state::load(&dir, &*store, engine_config))
+                    .await?
+            }
+            Self::Cluster { store, bus, .. } => {
+                let saved = bus.load(ENGINE_STATE).await.unwrap_or_else(|e| {
+                    tracing::warn!("cannot read the saved engine state ({e}); reading the store");
+                    None
+                });
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || {
+                    saved_state::load_from(saved, &*store, engine_config)
+                })
+                .await?
+            }
+        }
+    }
+
+    /// Saves the engine's state. On a cluster only the loading node saves
+    /// (one copy for all, in NATS), or any node as it stops (`stopping`).
+    pub async fn save_engine(
+        &self,
+        config: &ServeConfig,
+        engine: &Arc<LiveEngine>,
+        stopping: bool,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Sqlite(store) => {
+                let (store, live, dir) = (store.clone(), engine.clone(), config.data_dir.clone());
+                tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                    let mark = store.mark()?;
+                    let bytes = live.with(|engine| engine.save_state());
+                    saved_state::save(&dir, &bytes, mark)?;
+                    Ok(())
+                })
+                .await?
+            }
+            Self::Cluster { store, bus, .. } => {
+                if !(store.is_loading() || stopping) {
+                    return Ok(());
+                }
+                let live = engine.clone();
+                let bytes =
+                    tokio::task::spawn_blocking(move || live.with(|engine| engine.save_state()))
+                        .await?;
+                bus.save(ENGINE_STATE, &bytes).await?;
+                Ok(())
+            }
+        }
     }
 
     /// This node's status, for `/api/status`.

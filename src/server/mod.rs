@@ -139,18 +139,7 @@ pub async fn run(
     let feed = Arc::new(Feed::default());
     let backend = Arc::new(backend::Backend::open(&config, feed.clone()).await?);
     let store = backend.store();
-    let loaded = {
-        let (store, dir, engine_config) = (store.clone(), config.data_dir.clone(), config.engine);
-        let cluster = config.cluster.is_some();
-        tokio::task::spawn_blocking(move || {
-            if cluster {
-                saved_state::rebuild(&*store, engine_config)
-            } else {
-                saved_state::load(&dir, &*store, engine_config)
-            }
-        })
-        .await??
-    };
+    let loaded = backend.load_engine(&config).await?;
     let total = loaded.engine.total();
     let how = if loaded.from_saved_state {
         format!("saved state + {} newer events", loaded.replayed)
@@ -163,6 +152,7 @@ pub async fn run(
     let idle_timeout = config.idle_timeout;
     let push_interval = config.push_interval;
     let maintenance = Maintenance {
+        backend: backend.clone(),
         store: store.clone(),
         engine: engine.clone(),
         config: config.clone(),
@@ -240,7 +230,7 @@ pub async fn run(
         let _ = task.await;
     }
     store.close().await;
-    if let Err(e) = maintenance.save_state().await {
+    if let Err(e) = maintenance.save_state_at_stop().await {
         tracing::warn!(
             "could not save the engine state (the next start reads the store instead): {e:#}"
         );
@@ -401,6 +391,7 @@ fn ws_view(req: &poem::Request, state: &AppState) -> Result<metrics::MetricsView
 /// (delete, then rebuild the engine) and saving the engine's state.
 #[derive(Clone)]
 struct Maintenance {
+    backend: Arc<backend::Backend>,
     store: Arc<dyn Store>,
     engine: Arc<LiveEngine>,
     config: ServeConfig,
@@ -460,7 +451,9 @@ impl Maintenance {
             Ok(0) if !cluster => {}
             Ok(n) => {
                 tracing::debug!(deleted = n, "retention removed events older than {cutoff}");
-                if let Err(e) = self.forget_before(cutoff, n).await {
+                // A cluster node cannot know how many another node deleted.
+                let deleted = (!cluster).then_some(n);
+                if let Err(e) = self.forget_before(cutoff, deleted).await {
                     tracing::warn!(
                         "could not read the store after retention ({e:#}); rebuilding the engine from it"
                     );
@@ -498,7 +491,7 @@ impl Maintenance {
     /// Has the engine forget what retention deleted, reading again from the
     /// store only the span the cutoff cuts, without holding the engine; the
     /// events it applied meanwhile are then read by sequence number.
-    async fn forget_before(&self, cutoff: Timestamp, deleted: u64) -> anyhow::Result<()> {
+    async fn forget_before(&self, cutoff: Timestamp, deleted: Option<u64>) -> anyhow::Result<()> {
         let (store, live) = (self.store.clone(), self.engine.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut reread = live.with(|engine| engine.forget_plan(cutoff));
@@ -522,21 +515,16 @@ impl Maintenance {
     }
 
     async fn save_state(&self) -> anyhow::Result<()> {
-        if self.config.cluster.is_some() {
-            // A cluster node keeps nothing on disk; it builds from the store.
-            return Ok(());
-        }
-        let (store, live, dir) = (
-            self.store.clone(),
-            self.engine.clone(),
-            self.config.data_dir.clone(),
-        );
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mark = store.mark()?;
-            let bytes = live.with(|engine| engine.save_state());
-            saved_state::save(&dir, &bytes, mark)?;
-            Ok(())
-        })
-        .await?
+        self.backend
+            .save_engine(&self.config, &self.engine, false)
+            .await
+    }
+
+    /// The last save, at a clean stop: on a cluster any node stopping saves
+    /// (its state is as good as the loader's), so the next start is quick.
+    async fn save_state_at_stop(&self) -> anyhow::Result<()> {
+        self.backend
+            .save_engine(&self.config, &self.engine, true)
+            .await
     }
 }

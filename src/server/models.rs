@@ -25,14 +25,18 @@ pub struct NodeStatus {
     /// The data directory, or the ClickHouse URL without credentials.
     pub location: String,
     /// The NATS URL without credentials, on a cluster.
+    #[oai(skip_serializing_if_is_none)]
     pub bus: Option<String>,
     /// Events this node's live view holds.
     pub events: u64,
     /// On a cluster: the last stream message this node's live view was given.
+    #[oai(skip_serializing_if_is_none)]
     pub followed: Option<u64>,
     /// On a cluster: the last stream message whose events are all in ClickHouse.
+    #[oai(skip_serializing_if_is_none)]
     pub loaded: Option<u64>,
     /// On a cluster: whether this node is the one loading ClickHouse now.
+    #[oai(skip_serializing_if_is_none)]
     pub loading: Option<bool>,
 }
 

@@ -47,16 +47,30 @@ pub fn load(dir: &Path, store: &dyn Store, config: EngineConfig) -> anyhow::Resu
     })
 }
 
-/// Builds the engine from every stored event, with no saved state. Blocking.
-pub fn rebuild(store: &dyn Store, config: EngineConfig) -> anyhow::Result<Loaded> {
-    let mut engine = Engine::new(config);
+/// Loads a saved state kept elsewhere (a cluster keeps it in NATS), then
+/// applies every event stored after it. A state that cannot be read means a
+/// longer scan. Blocking.
+pub fn load_from(
+    saved: Option<Vec<u8>>,
+    store: &dyn Store,
+    config: EngineConfig,
+) -> anyhow::Result<Loaded> {
+    let saved = saved.and_then(|bytes| match Engine::load_state(&bytes, config) {
+        Ok(engine) => Some(engine),
+        Err(reason) => {
+            tracing::warn!(%reason, "ignoring an unreadable engine state; reading the store");
+            None
+        }
+    });
+    let from_saved_state = saved.is_some();
+    let mut engine = saved.unwrap_or_else(|| Engine::new(config));
     let now = Timestamp::now();
-    let replayed = store.scan(0, &mut |first, events| {
+    let replayed = store.scan(engine.last_seq(), &mut |first, events| {
         engine.apply_committed(first, events, now)
     })?;
     Ok(Loaded {
         engine,
-        from_saved_state: false,
+        from_saved_state,
         replayed,
     })
 }

@@ -13,20 +13,20 @@ use tokio_tungstenite::connect_async;
 use crate::helpers::{TestServer, next_json};
 use crate::services::{self, Service};
 
-struct Cluster {
+pub struct Cluster {
     clickhouse: Service,
     nats: Service,
 }
 
 impl Cluster {
-    fn start() -> Self {
+    pub fn start() -> Self {
         Self {
             clickhouse: services::clickhouse(),
             nats: services::nats(),
         }
     }
 
-    async fn node(&self, id: &str, env: &[(&str, &str)]) -> TestServer {
+    pub async fn node(&self, id: &str, env: &[(&str, &str)]) -> TestServer {
         let store = self.clickhouse.clickhouse_url("rta");
         let bus = self.nats.nats_url();
         TestServer::start_node(&["--store", &store, "--bus", &bus, "--node-id", id], env).await
@@ -43,7 +43,7 @@ impl Cluster {
 
     /// Waits until ClickHouse holds exactly `n` rows and no sequence number
     /// twice; fails if it ever holds more.
-    async fn wait_rows(&self, n: u64) {
+    pub async fn wait_rows(&self, n: u64) {
         let started = Instant::now();
         loop {
             let rows = self.rows().await;
@@ -317,6 +317,20 @@ async fn nodes_share_one_store_and_bus_and_lose_or_double_nothing() {
         }
         assert_answers_truth(node, &sent).await;
     }
+    // A node that stops cleanly leaves its engine's state in NATS: the next
+    // node starts from it and reads only what came after.
+    b.stop();
+    let batch = events(1361, 20);
+    post(&a, &batch).await;
+    sent.extend(batch);
+    let c = cluster.node("c", &[]).await;
+    assert!(
+        c.startup_line.contains("saved state + "),
+        "{}",
+        c.startup_line
+    );
+    assert_eq!(status(&c).await["events"], 1381);
+    assert_answers_truth(&c, &sent).await;
 }
 
 #[test]
@@ -417,4 +431,77 @@ fn conflicting_store_flags_are_refused_with_what_to_pass() {
         stderr.contains("cannot reach NATS at nats://127.0.0.1:9"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_days_and_deletes_inside_the_cut_day() {
+    let cluster = Cluster::start();
+    let a = cluster.node("a", &[]).await;
+    // A day long past, as an older rta would have stored it: it goes by partition.
+    a.ingest(&json!({"type": "fresh", "values": {"v": 0}}))
+        .await;
+    cluster.wait_rows(1).await;
+    drop(a);
+    let past = chrono::Utc::now() - chrono::Duration::days(3);
+    cluster
+        .clickhouse
+        .sql(&format!(
+            "INSERT INTO rta.events (seq, stream_seq, ts, time_ms, type, source) VALUES (1, 0, {}, {}, 'ancient', 'x')",
+            past.timestamp(),
+            past.timestamp_millis()
+        ))
+        .await;
+    let days = || async {
+        cluster
+            .clickhouse
+            .sql("SELECT uniqExact(partition) FROM system.parts WHERE database = 'rta' AND table = 'events' AND active")
+            .await
+    };
+    assert_eq!(days().await, "2");
+
+    let args = ["--retention", "1m"];
+    let node = |id: &'static str| {
+        let store = cluster.clickhouse.clickhouse_url("rta");
+        let bus = cluster.nats.nats_url();
+        async move {
+            TestServer::start_node(
+                &[
+                    &args[..],
+                    &["--store", &store, "--bus", &bus, "--node-id", id],
+                ]
+                .concat(),
+                &[],
+            )
+            .await
+        }
+    };
+    let (a, b) = (node("a").await, node("b").await);
+    // Inside the retention when sent, outside it a few seconds later.
+    let old = (chrono::Utc::now() - chrono::Duration::seconds(57)).to_rfc3339();
+    let mut batch: Vec<Value> = (0..100)
+        .map(|i| json!({"timestamp": old, "type": "old", "values": {"v": i}}))
+        .collect();
+    batch.extend((0..10).map(|i| json!({"type": "fresh", "values": {"v": i}})));
+    post(&b, &batch).await;
+
+    let started = Instant::now();
+    loop {
+        let rows = cluster.rows().await;
+        let (ma, mb) = (a.metrics("").await, b.metrics("").await);
+        if rows == 11 && ma["totalEvents"] == 11 && mb["totalEvents"] == 11 {
+            assert_eq!(ma["eventsByType"], json!({"fresh": 11}));
+            assert_eq!(mb["eventsByType"], json!({"fresh": 11}));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{rows} rows; a counts {} ({}), b counts {} ({})",
+            ma["totalEvents"],
+            ma["eventsByType"],
+            mb["totalEvents"],
+            mb["eventsByType"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(days().await, "1", "the old day's partition was dropped");
 }

@@ -404,6 +404,32 @@ fn normal(v: &Value) -> Value {
 #[tokio::test]
 async fn the_events_behind_a_query_page_stream_and_round_trip() {
     let server = loaded(&[]).await;
+    events_page_stream_and_round_trip(&server).await;
+}
+
+/// One shared suite for both stores: a cluster node (ClickHouse and the
+/// stream) answers as the SQLite tests above expect, first while the events
+/// are still being loaded (read from the stream), then from ClickHouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_answers_as_the_data_says() {
+    let cluster = crate::cluster::Cluster::start();
+    let node = cluster.node("q", &[]).await;
+    let out = rta(&node.url, &["replay", &fixture("events.jsonl"), "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    answers_match_the_data(&node).await;
+    cluster.wait_rows(3000).await;
+    answers_match_the_data(&node).await;
+    events_page_stream_and_round_trip(&node).await;
+    // A second node, started now, answers the same from what is stored.
+    let other = cluster.node("r", &[]).await;
+    let all = json!({"window": "all", "by": ["type", "source"]});
+    assert_eq!(
+        query(&node, all.clone()).await["rows"],
+        query(&other, all).await["rows"]
+    );
+}
+
+async fn events_page_stream_and_round_trip(server: &TestServer) {
     let events = fixture_events();
     let europe: Vec<Value> = events
         .iter()
@@ -512,11 +538,7 @@ async fn the_events_behind_a_query_page_stream_and_round_trip() {
     let out = crate::cli::rta_with_stdin(&copy.url, &["replay", "-"], &out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (a, b) = (
-        query(
-            &server,
-            json!({"type": "sales", "where": ["region=Europe"]}),
-        )
-        .await,
+        query(server, json!({"type": "sales", "where": ["region=Europe"]})).await,
         query(&copy, json!({"type": "sales"})).await,
     );
     assert_eq!(a["rows"], b["rows"], "the copy answers the same");

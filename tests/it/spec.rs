@@ -323,6 +323,8 @@ async fn every_answer_matches_the_published_schema() {
         ),
         (&nobody, "/api/events", StatusCode::UNAUTHORIZED),
         (&reader, "/healthz", StatusCode::OK),
+        (&reader, "/api/status", StatusCode::OK),
+        (&nobody, "/api/status", StatusCode::UNAUTHORIZED),
         (&nobody, "/", StatusCode::OK),
     ];
     for (who, url, expected) in gets {

@@ -38,8 +38,14 @@ const MAX_ROWS: usize = 200_000;
 const MAX_BYTES: usize = 32 << 20;
 /// How long a batch waits for more messages once it has one.
 const GATHER: Duration = Duration::from_millis(50);
-/// The lease is renewed this often (well inside [`LEASE_TTL`]).
+/// The lease is renewed this often (well inside the bus's `LEASE_TTL`).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
+/// Messages stay in the stream this long after ClickHouse has them, for
+/// nodes whose live view lags; older ones are dropped, so the stream holds
+/// what is not loaded yet plus a few minutes.
+const KEEP_LOADED: Duration = Duration::from_secs(600);
+/// How often the stream is trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// A deliberate crash for the exactly-once test: `RTA_TEST_FAULT=exit-after-insert:N`
 /// makes the process exit at once after its Nth INSERT, before moving the mark.
@@ -141,6 +147,9 @@ impl Loader {
         let mut renewed = Instant::now();
         let mut inserts = 0u64;
         let fault = fault_after_insert();
+        // Marks set, a few seconds apart, to trim the stream by.
+        let mut marks: std::collections::VecDeque<(Instant, u64)> = Default::default();
+        let mut trimmed = Instant::now();
         let table = self.http.table("events");
         loop {
             let mut batch: Vec<Delivered> = Vec::new();
@@ -238,6 +247,29 @@ impl Loader {
             }
             loaded = last;
             self.loaded.send_replace(loaded);
+            if marks
+                .back()
+                .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(10))
+            {
+                marks.push_back((Instant::now(), loaded));
+            }
+            if trimmed.elapsed() >= TRIM_EVERY {
+                trimmed = Instant::now();
+                let mut upto = None;
+                while let Some(&(at, mark)) = marks.front() {
+                    if at.elapsed() < KEEP_LOADED {
+                        break;
+                    }
+                    upto = Some(mark);
+                    marks.pop_front();
+                }
+                if let Some(mark) = upto {
+                    match self.bus.purge_before(mark + 1).await {
+                        Ok(n) => tracing::debug!("dropped {n} loaded messages from the stream"),
+                        Err(e) => tracing::warn!("cannot trim the stream: {e}"),
+                    }
+                }
+            }
         }
     }
 

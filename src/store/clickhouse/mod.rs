@@ -51,6 +51,8 @@ pub struct ClickHouseStore {
     loaded: watch::Sender<u64>,
     /// Whether this node's loader holds the lease (it also runs retention).
     leading: Arc<AtomicBool>,
+    /// When retention last deleted inside a day (a mutation rewrites parts).
+    last_cut: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl From<ClickHouseError> for StoreError {
@@ -80,6 +82,7 @@ impl ClickHouseStore {
             runtime: tokio::runtime::Handle::current(),
             loaded: watch::channel(loaded).0,
             leading: Arc::default(),
+            last_cut: Default::default(),
         })
     }
 
@@ -454,48 +457,14 @@ impl Store for ClickHouseStore {
     }
 
     fn scan(&self, after_seq: u64, sink: &mut dyn FnMut(u64, &[Event])) -> Result<u64, StoreError> {
-        // Start-up and rebuilds: the table only; the feed follows the stream
-        // from the mark on.
+        // The rows up to the mark, then the stream up to what this node's
+        // feed has had (nothing yet at start-up: the feed follows from the
+        // mark on, and the engine skips what it has).
         let filter = Filter {
             after_seq: Some(after_seq),
-            max_stream_seq: Some(self.loaded()),
             ..Default::default()
         };
-        let mut run: Vec<Event> = Vec::new();
-        let mut first = 0u64;
-        let mut count = 0u64;
-        self.runtime.block_on(async {
-            let mut bad = None;
-            self.http
-                .select_lines(&self.sql(&filter, "ASC", None), |line| {
-                    match rows::read_row(line) {
-                        Ok((seq, event)) => {
-                            if !run.is_empty()
-                                && (seq != first + run.len() as u64 || run.len() >= CHUNK)
-                            {
-                                sink(first, &run);
-                                run.clear();
-                            }
-                            if run.is_empty() {
-                                first = seq;
-                            }
-                            run.push(event);
-                            count += 1;
-                        }
-                        Err(reason) => bad = Some(reason),
-                    }
-                    Ok(true)
-                })
-                .await?;
-            if let Some(reason) = bad {
-                tracing::warn!("skipped unreadable rows in ClickHouse: {reason}");
-            }
-            Ok::<(), StoreError>(())
-        })?;
-        if !run.is_empty() {
-            sink(first, &run);
-        }
-        Ok(count)
+        self.select_runs(&filter, sink)
     }
 
     fn scan_range(
@@ -688,7 +657,25 @@ impl Store for ClickHouseStore {
         if !self.is_loading() {
             return Ok(0);
         }
-        retention::delete_before(&self.http, cutoff.millis()).await
+        // Inside the cut day, old rows are deleted by a mutation, which in
+        // ClickHouse 18.16 rewrites every part: at most every 1/60 of the
+        // retention, and at most hourly. Reads never include rows older than
+        // the cutoff meanwhile (queries clamp their range to it).
+        let retention = Timestamp::now()
+            .millis()
+            .saturating_sub(cutoff.millis())
+            .max(0);
+        let every = Duration::from_millis((retention / 60) as u64)
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        let cut_inside = {
+            let mut last = self.last_cut.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| at.elapsed() >= every);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        retention::delete_before(&self.http, cutoff.millis(), cut_inside).await
     }
 
     async fn close(&self) {}
@@ -699,10 +686,13 @@ mod retention {
     //! cutoff falls in by a DELETE mutation.
 
     use super::http::{Http, quote};
-    use super::rows::ts_seconds;
     use crate::store::StoreError;
 
-    pub async fn delete_before(http: &Http, cutoff_ms: i64) -> Result<u64, StoreError> {
+    pub async fn delete_before(
+        http: &Http,
+        cutoff_ms: i64,
+        cut_inside: bool,
+    ) -> Result<u64, StoreError> {
         let table = http.table("events");
         let old = http
             .number(&format!(
@@ -712,12 +702,20 @@ mod retention {
         if old == 0 {
             return Ok(0);
         }
-        let day = ts_seconds(cutoff_ms);
+        // Partitions are named by their UTC day ('2023-04-01'); those before
+        // the cutoff's day hold only older events. (system.parts' max_date
+        // is not kept for a custom partition key in ClickHouse 18.16.)
+        let Some(day) = chrono::DateTime::from_timestamp_millis(cutoff_ms)
+            .map(|t| t.date_naive().format("%Y-%m-%d").to_string())
+        else {
+            return Ok(0);
+        };
         let parts = http
             .execute(&format!(
                 "SELECT DISTINCT partition FROM system.parts WHERE database = {} AND table = 'events' \
-                 AND active AND max_date < toDate(toDateTime({day}, 'UTC')) FORMAT TabSeparated",
-                quote(&http.url.database)
+                 AND active AND partition < {} FORMAT TabSeparated",
+                quote(&http.url.database),
+                quote(&day)
             ))
             .await?;
         for partition in parts.lines().map(str::trim).filter(|p| !p.is_empty()) {
@@ -737,7 +735,7 @@ mod retention {
                 "SELECT count() FROM {table} WHERE time_ms < {cutoff_ms}"
             ))
             .await?;
-        if left > 0 {
+        if left > 0 && cut_inside {
             http.execute(&format!(
                 "ALTER TABLE {table} DELETE WHERE time_ms < {cutoff_ms}"
             ))
