@@ -22,10 +22,11 @@ if [ "$SMOKE" = 1 ]; then
 else
   DUR=10s; ROUNDS=3; N_SMALL=1000000; N_LARGE=10000000; DISTINCT=1000000; WS_CLIENTS=500; PROBES=100; REPLAY=1000000; N_QUERY=10000000
 fi
-ONLY=${BENCH_ONLY:-all}  # BENCH_ONLY=queries runs section 8 alone; BENCH_ONLY=ingest sections 0-2
+ONLY=${BENCH_ONLY:-all}  # BENCH_ONLY=queries runs section 8 alone; =cluster section 9; =ingest sections 0-2
 
 command -v wrk >/dev/null || { echo "bench/run.sh needs wrk: apt-get install wrk" >&2; exit 2; }
 command -v clickhouse-server >/dev/null || { echo "bench/run.sh needs clickhouse-server: apt-get install clickhouse-server" >&2; exit 2; }
+command -v nats-server >/dev/null || { echo "bench/run.sh needs nats-server: apt-get install nats-server" >&2; exit 2; }
 # The smoke run checks the harness, not speed: the debug build CI already has will do.
 if [ "$SMOKE" = 1 ]; then PROFILE=debug; FLAGS=(); else PROFILE=release; FLAGS=(--release); fi
 cargo build "${FLAGS[@]}" --locked --bin rta --example baseline_server --example bench_client >&2
@@ -58,6 +59,7 @@ start_base() {
 }
 
 source bench/clickhouse.sh
+source bench/nats.sh
 
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | \`$6\` |"); printf '[%4ss] %-48s %-22s %-22s %-8s\n' "$SECONDS" "$1" "$2" "$3" "$4" >&2; }
@@ -258,6 +260,65 @@ row "8. rta peak RSS, loading and querying $N_QUERY events (MB)" "$(awk '/VmHWM/
 row "    loading: rta (durable ingest) and ClickHouse (insert)" "$(grep -o '[0-9]* events/s' "$WORK/qload-rta.txt")" "ClickHouse $(grep -o '[0-9]* events/s' "$WORK/qload-ch.txt")" "" "" "bench_client query-data rta (or clickhouse) URL $N_QUERY"
 stop_clickhouse
 stop_rta
+fi
+
+if [ "$ONLY" = all ] || [ "$ONLY" = cluster ]; then
+echo "== 9: a cluster: nodes on ClickHouse and NATS JetStream, all on this machine" >&2
+start_clickhouse "$WORK/cluster-ch"
+start_nats "$WORK/cluster-nats"
+STORE="clickhouse://${CH_URL#http://}/rta"
+start_node() { # NAME: sets NODE_PID and NODE_PORT
+  NODE_PORT=$(free_port)
+  "$RTA" serve --addr "127.0.0.1:$NODE_PORT" --store "$STORE" --bus "$NATS_URL" --node-id "$1" 2>>"$WORK/cluster.log" &
+  NODE_PID=$!; PIDS+=("$NODE_PID")
+  wait_up "$NODE_PORT"
+}
+status_of() { curl -sf "http://127.0.0.1:$1/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2', 0))"; }
+# Waits until ClickHouse holds every message the node has seen; prints the seconds.
+caught_up() {
+  local t0; t0=$(date +%s%N)
+  until [ "$(status_of "$1" loaded)" -ge "$(status_of "$1" followed)" ]; do sleep 0.05; done
+  awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN {printf "%.1f", ns / 1e9}'
+}
+ticks() { local t=0; for p in "$@"; do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$t"; }
+HZ=$(getconf CLK_TCK)
+us_per_event() { awk -v t="$1" -v hz="$HZ" -v n="$2" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}'; }
+start_node a; A_PID=$NODE_PID; A_PORT=$NODE_PORT
+R1=$(( $(rps "$A_PORT" 16 "$WORK/batch.lua") * 1000 ))
+c1=$(caught_up "$A_PORT")
+start_node b; B_PID=$NODE_PID; B_PORT=$NODE_PORT
+# A third node only watches: what every node pays for every event (its live view).
+start_node c; C_PID=$NODE_PID
+before=("$(ticks "$A_PID" "$B_PID")" "$(ticks "$C_PID")" "$(ticks "$NATS_PID")" "$(ticks "$CH_PID")")
+seq0=$(status_of "$A_PORT" followed)
+wrk -t1 -c8 -d"$DUR" -s "$WORK/batch.lua" "http://127.0.0.1:$A_PORT/api/ingest" > "$WORK/wrk-a.txt" &
+WA=$!
+wrk -t1 -c8 -d"$DUR" -s "$WORK/batch.lua" "http://127.0.0.1:$B_PORT/api/ingest" > "$WORK/wrk-b.txt"
+wait "$WA"
+R2=$(awk '/Requests\/sec/ {s += $2} END {printf "%.0f", s * 1000}' "$WORK/wrk-a.txt" "$WORK/wrk-b.txt")
+c2=$(caught_up "$A_PORT")
+n2=$(( ( $(status_of "$A_PORT" followed) - seq0 ) * 1000 ))
+after=("$(ticks "$A_PID" "$B_PID")" "$(ticks "$C_PID")" "$(ticks "$NATS_PID")" "$(ticks "$CH_PID")")
+watch_us=$(us_per_event $(( after[1] - before[1] )) "$n2")
+take_us=$(awk -v ab="$(us_per_event $(( after[0] - before[0] )) "$n2")" -v w="$watch_us" 'BEGIN {printf "%.1f", ab - 2 * w}')
+nats_us=$(us_per_event $(( after[2] - before[2] )) "$n2")
+ch_us=$(us_per_event $(( after[3] - before[3] )) "$n2")
+ch "CREATE TABLE events (type String, ts DateTime, dim_keys Array(String), dim_values Array(String), measure_keys Array(String), measure_values Array(Float64)) ENGINE = MergeTree PARTITION BY toDate(ts) ORDER BY (type, ts)"
+"$CLIENT" query-data clickhouse "$CH_URL" "$N_SMALL" 2>"$WORK/cluster-ch-insert.txt"
+row "9. batched ingest through 2 cluster nodes (a third watching), 16 clients (events/s)" "$R2" "1 node: $R1; ClickHouse alone: $(grep -o '[0-9]* events/s' "$WORK/cluster-ch-insert.txt")" "$(awk -v r="$R2" -v b="$R1" 'BEGIN {printf "%.2f", r/b}')" "" "wrk -t1 -c8 -d$DUR -s batch.lua NODE/api/ingest, on nodes a and b at once"
+row "    ClickHouse caught up after the run (s): 1 node, 2 nodes" "$c1, $c2" "" "" "" "GET /api/status until loaded >= followed"
+row "    CPU per event (us): taking it (once), watching it (every node), NATS, ClickHouse" "$take_us, $watch_us, $nats_us, $ch_us" "" "" "context" "utime+stime from /proc/PID/stat over the 2-node run and its catch-up"
+ws=$("$CLIENT" ws-latency "http://127.0.0.1:$A_PORT" "$WS_CLIENTS" "$PROBES" "http://127.0.0.1:$B_PORT")
+row "    ingest on node b to WebSocket update on node a, $WS_CLIENTS clients" "$(echo "$ws" | sed 's/.*deliveries (\(.*\)): \(.*\)/\2 (\1)/')" "" "" "< 1 s" "bench_client ws-latency URL_A $WS_CLIENTS $PROBES URL_B"
+# What N machines of 2 cores would carry: each node takes 1/N of the events
+# and watches all of them; one stream lives on one NATS server; ClickHouse
+# machines share inserts only with a Distributed table over shards (not here).
+model() { awk -v t="$take_us" -v w="$watch_us" -v n="$1" 'BEGIN {printf "%.0f", 2e6 / (t / n + w)}'; }
+row "    model: events/s that N 2-core nodes carry: N = 2, 4, 8, any" "$(model 2), $(model 4), $(model 8), $(awk -v w="$watch_us" 'BEGIN {printf "%.0f", 2e6 / w}')" "NATS $(awk -v u="$nats_us" 'BEGIN {printf "%.0f", 2e6 / u}'), ClickHouse $(awk -v u="$ch_us" 'BEGIN {printf "%.0f", 2e6 / u}') per 2 cores" "" "context" "2e6 / (take / N + watch)"
+kill -TERM "$C_PID" 2>/dev/null || true; wait "$C_PID" 2>/dev/null || true
+kill -TERM "$A_PID" "$B_PID" 2>/dev/null || true; wait "$A_PID" "$B_PID" 2>/dev/null || true
+stop_nats
+stop_clickhouse
 fi
 
 CPU=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)

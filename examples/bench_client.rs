@@ -9,10 +9,11 @@
 //!     time order with up to an hour of disorder: two types, four
 //!     dimensions, two measures a type; the same events every run) into rta
 //!     or into ClickHouse's table `events` over its HTTP interface
-//! cargo run --release --example bench_client -- ws-latency URL CLIENTS PROBES
-//!     connects CLIENTS WebSockets, sends PROBES marked events one by one,
-//!     and prints the p50/p99 time from the ingest request to the update
-//!     that carries it, over every client
+//! cargo run --release --example bench_client -- ws-latency URL CLIENTS PROBES [INGEST_URL]
+//!     connects CLIENTS WebSockets, sends PROBES marked events one by one
+//!     (to INGEST_URL when given: another node of a cluster than the one
+//!     watched), and prints the p50/p99 time from the ingest request to the
+//!     update that carries it, over every client
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,11 +34,15 @@ async fn main() -> anyhow::Result<()> {
         ["distinct", url, count] => distinct(url, count.parse()?).await,
         ["query-data", target, url, count] => query_data(target, url, count.parse()?).await,
         ["ws-latency", url, clients, probes] => {
-            ws_latency(url, clients.parse()?, probes.parse()?).await
+            ws_latency(url, url, clients.parse()?, probes.parse()?).await
+        }
+        // Probes sent to another node of a cluster than the one watched.
+        ["ws-latency", url, clients, probes, ingest_url] => {
+            ws_latency(url, ingest_url, clients.parse()?, probes.parse()?).await
         }
         _ => {
             anyhow::bail!(
-                "usage: bench_client distinct URL COUNT | query-data rta|clickhouse URL COUNT | ws-latency URL CLIENTS PROBES"
+                "usage: bench_client distinct URL COUNT | query-data rta|clickhouse URL COUNT | ws-latency URL CLIENTS PROBES [INGEST_URL]"
             )
         }
     }
@@ -220,7 +225,12 @@ async fn query_data(target: &str, url: &str, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ws_latency(url: &str, clients: usize, probes: usize) -> anyhow::Result<()> {
+async fn ws_latency(
+    url: &str,
+    ingest_url: &str,
+    clients: usize,
+    probes: usize,
+) -> anyhow::Result<()> {
     let ws_url = format!("{}/api/ws?type=probe", url.replacen("http", "ws", 1));
     let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; probes]));
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
@@ -263,7 +273,7 @@ async fn ws_latency(url: &str, clients: usize, probes: usize) -> anyhow::Result<
         let body = format!("{{\"type\":\"probe\",\"values\":{{\"probe\":{id}}}}}");
         sent.lock().await[id] = Some(Instant::now());
         let r = http
-            .post(format!("{url}/api/ingest"))
+            .post(format!("{ingest_url}/api/ingest"))
             .header("content-type", "application/json")
             .body(body)
             .send()

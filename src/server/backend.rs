@@ -101,6 +101,7 @@ impl Backend {
         };
         vec![
             tokio::spawn(bus.clone().follow(built_upto + 1, feed, stopped())),
+            tokio::spawn(store.summaries(stop.clone())),
             tokio::spawn(store.loader().run(stop)),
         ]
     }

@@ -409,7 +409,8 @@ async fn the_events_behind_a_query_page_stream_and_round_trip() {
 
 /// One shared suite for both stores: a cluster node (ClickHouse and the
 /// stream) answers as the SQLite tests above expect, first while the events
-/// are still being loaded (read from the stream), then from ClickHouse.
+/// are still being loaded (read from the stream), then from ClickHouse's
+/// rows, then from the hour summaries kept there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_node_answers_as_the_data_says() {
     let cluster = crate::cluster::Cluster::start();
@@ -418,6 +419,9 @@ async fn a_cluster_node_answers_as_the_data_says() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     answers_match_the_data(&node).await;
     cluster.wait_rows(3000).await;
+    answers_match_the_data(&node).await;
+    // Then from the hour summaries the loading node builds in ClickHouse.
+    wait_for_summaries(&node).await;
     answers_match_the_data(&node).await;
     events_page_stream_and_round_trip(&node).await;
     // A second node, started now, answers the same from what is stored.

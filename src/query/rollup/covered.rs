@@ -33,6 +33,13 @@ impl Covered {
         self.hours.is_empty()
     }
 
+    /// The (hour start, type)s taken.
+    pub fn taken(&self) -> impl Iterator<Item = (i64, &str)> {
+        self.hours
+            .iter()
+            .flat_map(|(hour, kinds)| kinds.iter().map(move |k| (*hour, &**k)))
+    }
+
     /// Hours taken, over all types.
     pub fn len(&self) -> usize {
         self.hours.values().map(Vec::len).sum()

@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod loader;
+mod rollup;
 mod rows;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use crate::bus::{Bus, BusError, MAX_EVENTS_PER_MESSAGE, event_seq, stream_seq_of};
 use crate::event::{Event, EventRef, EventType, Timestamp, Value, ValueRef};
 use crate::query::TimeRange;
-use crate::query::rollup::Covered;
+use crate::query::rollup::{Covered, HOUR_MS};
 use crate::store::{
     Appended, IdempotencyKey, Part, ScanOrder, Store, StoreError, StoreMark, StoredEvent,
     TakeRollup,
@@ -72,6 +73,9 @@ impl ClickHouseStore {
         http.execute(&rows::create_table(&http.table("events")))
             .await
             .map_err(open_err)?;
+        http.execute(&rollup::create_table(&url.database))
+            .await
+            .map_err(open_err)?;
         let (loaded, _) = bus
             .progress(loader::LOADED)
             .await
@@ -94,6 +98,17 @@ impl ClickHouseStore {
             loaded: self.loaded.clone(),
             leading: self.leading.clone(),
         }
+    }
+
+    /// The task building hour summaries (while this node loads).
+    pub fn summaries(&self, stop: watch::Receiver<bool>) -> impl Future<Output = ()> + use<> {
+        rollup::build(
+            self.http.clone(),
+            self.bus.clone(),
+            self.leading.clone(),
+            self.loaded.subscribe(),
+            stop,
+        )
     }
 
     /// Whether this node loads events into ClickHouse now.
@@ -333,6 +348,8 @@ struct Filter<'a> {
     after_seq: Option<u64>,
     before_seq: Option<u64>,
     max_stream_seq: Option<u64>,
+    /// Events the hour summaries a query took hold.
+    covered: Option<&'a Covered>,
 }
 
 impl Filter<'_> {
@@ -347,6 +364,9 @@ impl Filter<'_> {
             && self
                 .max_stream_seq
                 .is_none_or(|max| stream_seq_of(seq) <= max)
+            && self
+                .covered
+                .is_none_or(|c| !c.covers(seq, event.kind.as_str(), ts))
     }
 
     fn sql(&self) -> String {
@@ -386,6 +406,17 @@ impl Filter<'_> {
         }
         if let Some(max) = self.max_stream_seq {
             terms.push(format!("stream_seq <= {max}"));
+        }
+        if let Some(covered) = self.covered.filter(|c| !c.is_empty()) {
+            let taken: Vec<String> = covered
+                .taken()
+                .map(|(hour, kind)| format!("({hour}, {})", quote(kind)))
+                .collect();
+            terms.push(format!(
+                "NOT (seq <= {} AND (intDiv(time_ms, {HOUR_MS}) * {HOUR_MS}, type) IN ({}))",
+                covered.upto,
+                taken.join(", ")
+            ));
         }
         terms.join(" AND ")
     }
@@ -496,13 +527,11 @@ impl Store for ClickHouseStore {
             range: Some(range),
             types,
             part: Some(part),
+            covered: Some(covered),
             ..Default::default()
         };
         self.select(&filter, None, &mut |seq, event| {
             let millis = event.timestamp.millis();
-            if covered.covers(seq, event.kind.as_str(), millis) {
-                return true;
-            }
             let mut values: Vec<(&str, ValueRef<'_>)> = Vec::with_capacity(event.values.len());
             for (name, value) in &event.values {
                 let value = match value {
@@ -531,11 +560,18 @@ impl Store for ClickHouseStore {
 
     fn rollups(
         &self,
-        _range: TimeRange,
-        _types: Option<&[EventType]>,
-        _take: &mut TakeRollup<'_>,
+        range: TimeRange,
+        types: Option<&[EventType]>,
+        take: &mut TakeRollup<'_>,
     ) -> Result<Covered, StoreError> {
-        Ok(Covered::new(0))
+        self.runtime.block_on(async {
+            let summarised = match self.bus.progress(rollup::SUMMARISED).await {
+                Ok((summarised, _)) => summarised,
+                // Without the bus, every event is read.
+                Err(_) => return Ok(Covered::new(0)),
+            };
+            rollup::read(&self.http, summarised, range, types, take).await
+        })
     }
 
     fn scan_events(
@@ -738,6 +774,14 @@ mod retention {
         if left > 0 && cut_inside {
             http.execute(&format!(
                 "ALTER TABLE {table} DELETE WHERE time_ms < {cutoff_ms}"
+            ))
+            .await?;
+            // Summaries of hours before the cutoff are never taken (queries
+            // begin at it); they go too.
+            let floor = crate::query::rollup::hour_of(cutoff_ms);
+            http.execute(&format!(
+                "ALTER TABLE {} DELETE WHERE hour < {floor}",
+                http.table(super::rollup::TABLE)
             ))
             .await?;
         }
