@@ -315,7 +315,17 @@ row "    ingest on node b to WebSocket update on node a, $WS_CLIENTS clients" "$
 # machines share inserts only with a Distributed table over shards (not here).
 model() { awk -v t="$take_us" -v w="$watch_us" -v n="$1" 'BEGIN {printf "%.0f", 2e6 / (t / n + w)}'; }
 row "    model: events/s that N 2-core nodes carry: N = 2, 4, 8, any" "$(model 2), $(model 4), $(model 8), $(awk -v w="$watch_us" 'BEGIN {printf "%.0f", 2e6 / w}')" "NATS $(awk -v u="$nats_us" 'BEGIN {printf "%.0f", 2e6 / u}'), ClickHouse $(awk -v u="$ch_us" 'BEGIN {printf "%.0f", 2e6 / u}') per 2 cores" "" "context" "2e6 / (take / N + watch)"
+# A node starting with all of the above stored: from the live view's state
+# that a node stopping cleanly (here c) leaves in NATS, or after kill -9 from
+# the one the loading node saves every 30 s.
 kill -TERM "$C_PID" 2>/dev/null || true; wait "$C_PID" 2>/dev/null || true
+stored=$(status_of "$A_PORT" events)
+t0=$(date +%s%N); start_node d; t1=$(date +%s%N)
+row "    start-up of a node after another's clean stop, $stored events stored (ms)" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "rta serve --store URL --bus URL (until /healthz answers)"
+kill -9 "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
+t0=$(date +%s%N); start_node e; t1=$(date +%s%N)
+row "    start-up after kill -9 (ms), the same events" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "kill -9, then rta serve --store URL --bus URL"
+kill -TERM "$NODE_PID" 2>/dev/null || true; wait "$NODE_PID" 2>/dev/null || true
 kill -TERM "$A_PID" "$B_PID" 2>/dev/null || true; wait "$A_PID" "$B_PID" 2>/dev/null || true
 stop_nats
 stop_clickhouse

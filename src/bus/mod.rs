@@ -78,6 +78,11 @@ pub enum BusError {
         "NATS JetStream did not acknowledge the events ({0}); they may or may not be stored: retry with the same Idempotency-Key to be sure"
     )]
     Unacknowledged(String),
+    /// More than NATS takes in one message; nothing was sent.
+    #[error(
+        "the request's events take {bytes} bytes encoded, more than the {max} bytes NATS takes in one message (its max_payload): nothing was stored; send them in smaller requests"
+    )]
+    TooLarge { bytes: usize, max: usize },
     #[error("a message in the stream is unreadable (stream sequence {seq}): {reason}")]
     Corrupt { seq: u64, reason: String },
 }
@@ -144,6 +149,9 @@ pub struct Bus {
     instance: Arc<str>,
     /// The last stream sequence this node's feed has been given.
     followed: watch::Sender<u64>,
+    /// Set once the feed skipped messages (dropped from the stream while this
+    /// node lagged): its live view lacks them, and is not to be saved.
+    missed: std::sync::atomic::AtomicBool,
 }
 
 /// A stored answer to an idempotency key.
@@ -244,6 +252,7 @@ impl Bus {
             node_id: node_id.into(),
             instance: format!("{node_id}/{:016x}", rand::random::<u64>()).into(),
             followed: watch::channel(0).0,
+            missed: Default::default(),
         })
     }
 
@@ -279,6 +288,14 @@ impl Bus {
             return Err(BusError::Unreachable(self.url.redacted()));
         }
         let chunk = segment::encode(events);
+        let max = self.js.client().server_info().max_payload;
+        // Headers and the subject take a little of it.
+        if max > 0 && chunk.data.len() + 512 > max {
+            return Err(BusError::TooLarge {
+                bytes: chunk.data.len(),
+                max,
+            });
+        }
         let mut headers = HeaderMap::new();
         if let Some(key) = key {
             headers.insert("Nats-Msg-Id", HeaderValue::from(key.key.as_str()));
@@ -365,11 +382,12 @@ impl Bus {
         }))
     }
 
-    /// The last stream sequence in the stream (0 when empty).
-    pub async fn last_seq(&self) -> Result<u64, BusError> {
+    /// The first and last stream sequences the stream holds (the last is 0
+    /// when it never held any).
+    pub async fn seq_span(&self) -> Result<(u64, u64), BusError> {
         let mut stream = self.stream.clone();
         let info = stream.info().await.map_err(js_err("reading the stream"))?;
-        Ok(info.state.last_sequence)
+        Ok((info.state.first_sequence, info.state.last_sequence))
     }
 
     /// Feeds every message from `from` on into `feed`, in stream order, until
@@ -407,8 +425,10 @@ impl Bus {
                                 warned = false;
                                 let seq = delivered.stream_seq;
                                 if seq > next && next > 1 {
+                                    self.missed
+                                        .store(true, std::sync::atomic::Ordering::Relaxed);
                                     tracing::error!(
-                                        "this node's live view missed stream messages {next}..{seq}: they were loaded and dropped from the stream while it lagged; restart the node to rebuild it"
+                                        "this node's live view missed stream messages {next}..{seq}: they were loaded into ClickHouse and dropped from the stream while it lagged. Restart the node: it rebuilds its live view from ClickHouse (queries that read ClickHouse are not affected)"
                                     );
                                 }
                                 next = seq + 1;
@@ -452,6 +472,11 @@ impl Bus {
         tokio::time::timeout(limit, rx.wait_for(|at| *at >= seq))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether this node's feed skipped messages (see `follow`).
+    pub fn missed_messages(&self) -> bool {
+        self.missed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last stream sequence this node's feed was given.

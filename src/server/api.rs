@@ -331,6 +331,9 @@ impl From<IngestError> for IngestResponse {
                 IngestResponse::BadRequest(ApiFailure::BadRequest(message).body())
             }
             IngestError::NothingValid(report) => IngestResponse::Unprocessable(SerdeJson(report)),
+            IngestError::Store(StoreError::TooLarge(_)) => {
+                IngestResponse::PayloadTooLarge(other(StatusCode::PAYLOAD_TOO_LARGE))
+            }
             IngestError::Store(_) => {
                 IngestResponse::Unavailable(ApiFailure::Unavailable(message).body())
             }

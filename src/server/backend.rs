@@ -151,7 +151,8 @@ impl Backend {
                 .await?
             }
             Self::Cluster { store, bus, .. } => {
-                if !(store.is_loading() || stopping) {
+                // A live view that missed messages must not be the one others start from.
+                if !(store.is_loading() || stopping) || bus.missed_messages() {
                     return Ok(());
                 }
                 let live = engine.clone();

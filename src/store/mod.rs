@@ -26,6 +26,9 @@ pub enum StoreError {
     Write(String),
     #[error("could not read events: {0}")]
     Read(String),
+    /// The request is more than the store takes at once; nothing was stored.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("the store is shutting down")]
     Closed,
     #[error("cannot open the data directory {path}: {reason}")]

@@ -266,6 +266,20 @@ async fn nodes_share_one_store_and_bus_and_lose_or_double_nothing() {
     assert_eq!(status(&b).await["events"], 1301);
     cluster.wait_rows(1301).await;
 
+    // More than NATS takes in one message: refused whole, with the reason.
+    let big: Vec<Value> = (0..1500)
+        .map(
+            |i| json!({"type": "sales", "values": {"note": format!("{i:04}{}", "x".repeat(1000))}}),
+        )
+        .collect();
+    let (code, body) = a.ingest(&Value::Array(big)).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("max_payload"),
+        "{body}"
+    );
+    assert_eq!(status(&a).await["events"], 1301);
+
     // ClickHouse down: ingest goes on, the events wait in the stream.
     cluster.clickhouse.kill();
     let batch = events(1301, 50);
@@ -504,4 +518,33 @@ async fn retention_drops_whole_days_and_deletes_inside_the_cut_day() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(days().await, "1", "the old day's partition was dropped");
+}
+
+/// NATS's JetStream store lost while ClickHouse keeps its data: a node
+/// refuses to start rather than delete what is stored or number new events
+/// like old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_bus_never_costs_stored_events() {
+    let mut cluster = Cluster::start();
+    let a = cluster.node("a", &[]).await;
+    post(&a, &events(0, 50)).await;
+    cluster.wait_rows(50).await;
+    drop(a);
+    cluster.nats.start_afresh();
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--store",
+            &cluster.clickhouse.clickhouse_url("rta"),
+            "--bus",
+            &cluster.nats.nats_url(),
+        ])
+        .output()
+        .expect("rta runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("JetStream store reset?"), "{stderr}");
+    assert_eq!(cluster.rows().await, 50, "nothing stored was deleted");
 }

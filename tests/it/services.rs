@@ -97,6 +97,18 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// Starts the server again on the same ports, its data wiped.
+    pub fn start_afresh(&mut self) {
+        self.kill();
+        for entry in std::fs::read_dir(self.dir.path()).expect("the data directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("removed");
+            }
+        }
+        self.start_again();
+    }
+
     /// Starts the server again on the same ports and data.
     pub fn start_again(&mut self) {
         self.kill();

@@ -145,7 +145,13 @@ impl Http {
 
     fn request(&self, query: Option<&str>) -> reqwest::RequestBuilder {
         let mut req = self.client.post(&self.url.base);
-        let mut params = vec![("output_format_json_quote_64bit_integers", "0")];
+        let mut params = vec![
+            ("output_format_json_quote_64bit_integers", "0"),
+            // A query over many summarised hours lists each one.
+            ("max_query_size", "16777216"),
+            // Reads in sequence order sort on disk beyond this, not in memory.
+            ("max_bytes_before_external_sort", "536870912"),
+        ];
         if let Some(query) = query {
             params.push(("query", query));
         }

@@ -47,6 +47,37 @@ const KEEP_LOADED: Duration = Duration::from_secs(600);
 /// How often the stream is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
+/// Refuses a table that holds more than this bus could have given it: the
+/// bus's JetStream store was reset (or its mark deleted) while ClickHouse
+/// kept its data. Undoing "everything after the mark" would then delete the
+/// history, and new sequence numbers would repeat old ones. Checked at start
+/// and by each loader taking over.
+pub async fn bus_matches(http: &Http, bus: &Bus, has_mark: bool) -> Result<(), LoadError> {
+    let table = http.table("events");
+    let stored = http
+        .number(&format!("SELECT max(stream_seq) FROM {table}"))
+        .await?;
+    if stored == 0 {
+        return Ok(());
+    }
+    let (first, last) = bus.seq_span().await?;
+    // Without a mark, rows can only be an unfinished first load, from a
+    // stream never trimmed (trimming follows a mark).
+    let first_load = !has_mark && first <= 1;
+    if stored > last || !(has_mark || first_load) {
+        return Err(LoadError::Mismatch(format!(
+            "ClickHouse holds events up to stream message {stored}, but the bus {} (was NATS's JetStream store reset?). \
+             Nothing is loaded, so that nothing stored is deleted or numbered twice: point --store at an empty database, or restore NATS's store",
+            if has_mark {
+                format!("stream ends at message {last}")
+            } else {
+                "has no mark of what was loaded".to_string()
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// A deliberate crash for the exactly-once test: `RTA_TEST_FAULT=exit-after-insert:N`
 /// makes the process exit at once after its Nth INSERT, before moving the mark.
 fn fault_after_insert() -> Option<u64> {
@@ -73,24 +104,30 @@ enum Stop {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum LoadError {
+pub enum LoadError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
     ClickHouse(#[from] ClickHouseError),
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl Loader {
     /// Loads while this node holds the lease, until `stop` flips.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut waiting_logged = false;
+        // The same failure again is logged once a minute, not every second.
+        let mut last_failure: Option<(String, Instant)> = None;
         loop {
             if *stop.borrow() {
                 return;
             }
             match self.bus.take_lease(LEASE, None).await {
                 Ok(Some(revision)) => {
-                    tracing::info!("this node loads events into ClickHouse");
+                    if last_failure.is_none() {
+                        tracing::info!("this node loads events into ClickHouse");
+                    }
                     waiting_logged = false;
                     let mut revision = revision;
                     self.leading.store(true, Ordering::Relaxed);
@@ -102,11 +139,24 @@ impl Loader {
                             return;
                         }
                         Ok(Stop::LostLease) => {
+                            last_failure = None;
                             tracing::info!("another node loads events into ClickHouse now");
                         }
                         Err(e) => {
-                            tracing::warn!("loading into ClickHouse stopped: {e}; retrying");
+                            let text = e.to_string();
+                            let repeat = last_failure.as_ref().is_some_and(|(t, at)| {
+                                *t == text && at.elapsed() < Duration::from_secs(60)
+                            });
+                            if !repeat {
+                                tracing::warn!("loading into ClickHouse stopped: {text}; retrying");
+                                last_failure = Some((text, Instant::now()));
+                            }
                             self.bus.release_lease(LEASE, revision).await;
+                            tokio::select! {
+                                _ = stop.changed() => {}
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            }
+                            continue;
                         }
                     }
                 }
@@ -140,6 +190,7 @@ impl Loader {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Stop, LoadError> {
         let (mut loaded, mut mark) = self.bus.progress(LOADED).await?;
+        self.check_bus_matches(mark.is_some()).await?;
         self.undo_after(loaded).await?;
         self.loaded.send_replace(loaded);
         let messages = self.bus.read_from(loaded + 1).await?;
@@ -163,13 +214,16 @@ impl Loader {
                 Ok(Some(m)) => {
                     let m = m?;
                     rows_in += m.events.len();
+                    // Encoded events grow about threefold as JSON rows.
+                    let mut bytes_in = m.bytes * 3;
                     batch.push(m);
                     let until = tokio::time::Instant::now() + GATHER;
-                    while rows_in < MAX_ROWS {
+                    while rows_in < MAX_ROWS && bytes_in < MAX_BYTES {
                         match tokio::time::timeout_at(until, messages.next()).await {
                             Ok(Some(m)) => {
                                 let m = m?;
                                 rows_in += m.events.len();
+                                bytes_in += m.bytes * 3;
                                 batch.push(m);
                             }
                             Ok(None) => break,
@@ -208,7 +262,24 @@ impl Loader {
                     }
                 }
                 if !unsure {
-                    match self.http.insert(&table, body.clone()).await {
+                    // The lease is renewed while the INSERT runs, however long.
+                    let insert = self.http.insert(&table, body.clone());
+                    tokio::pin!(insert);
+                    let inserted = loop {
+                        tokio::select! {
+                            result = &mut insert => break result,
+                            _ = tokio::time::sleep(RENEW_EVERY) => {
+                                match self.bus.take_lease(LEASE, Some(*lease)).await? {
+                                    Some(revision) => *lease = revision,
+                                    // The next loader waits for this INSERT to end
+                                    // before it undoes anything (undo_after).
+                                    None => return Ok(Stop::LostLease),
+                                }
+                                renewed = Instant::now();
+                            }
+                        }
+                    };
+                    match inserted {
                         Ok(()) => break,
                         Err(e) => {
                             unsure = true;
@@ -273,10 +344,29 @@ impl Loader {
         }
     }
 
+    async fn check_bus_matches(&self, has_mark: bool) -> Result<(), LoadError> {
+        bus_matches(&self.http, &self.bus, has_mark).await
+    }
+
     /// Deletes the rows of messages after `loaded` (an INSERT whose outcome
-    /// was unknown) and waits until they are gone.
+    /// was unknown) and waits until they are gone. An INSERT still running
+    /// (from a loader that lost its lease, or one whose answer was lost) is
+    /// waited for first: it could otherwise land after the deletion.
     async fn undo_after(&self, loaded: u64) -> Result<(), ClickHouseError> {
         let table = self.http.table("events");
+        let running = format!(
+            "SELECT count() FROM system.processes WHERE query LIKE {}",
+            super::http::quote(&format!("INSERT INTO {table} %"))
+        );
+        let started = Instant::now();
+        while self.http.number(&running).await? > 0 {
+            if started.elapsed() > Duration::from_secs(600) {
+                return Err(ClickHouseError::Refused(
+                    "an INSERT into the events table has been running for 10 minutes".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let stray = self
             .http
             .number(&format!(

@@ -76,8 +76,11 @@ impl ClickHouseStore {
         http.execute(&rollup::create_table(&url.database))
             .await
             .map_err(open_err)?;
-        let (loaded, _) = bus
+        let (loaded, mark) = bus
             .progress(loader::LOADED)
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        loader::bus_matches(&http, &bus, mark.is_some())
             .await
             .map_err(|e| StoreError::Read(e.to_string()))?;
         Ok(Self {
@@ -242,10 +245,16 @@ impl ClickHouseStore {
             };
             let mut more = true;
             let mut bad: Option<String> = None;
+            let mut previous = None;
             self.http
                 .select_lines(&self.sql(&rows, "ASC", limit), |line| {
                     match rows::read_row(line) {
-                        Ok((seq, event)) => more = row(seq, event),
+                        // A row stored twice (see the loader) is read once.
+                        Ok((seq, _)) if previous == Some(seq) => {}
+                        Ok((seq, event)) => {
+                            previous = Some(seq);
+                            more = row(seq, event);
+                        }
                         Err(reason) => {
                             bad.get_or_insert(reason);
                         }
@@ -303,11 +312,12 @@ impl ClickHouseStore {
             max_stream_seq: Some(mark),
             ..*filter
         };
-        let mut out = Vec::new();
+        let mut out: Vec<(u64, Event)> = Vec::new();
         let mut bad = None;
         self.http
             .select_lines(&self.sql(&rows, "DESC", Some(limit)), |line| {
                 match rows::read_row(line) {
+                    Ok((seq, _)) if out.last().is_some_and(|(s, _)| *s == seq) => {}
                     Ok(row) => out.push(row),
                     Err(reason) => bad = Some(reason),
                 }
@@ -358,7 +368,9 @@ impl Filter<'_> {
         let ts = event.timestamp.millis();
         self.range.is_none_or(|r| r.contains(ts))
             && self.types.is_none_or(|types| types.contains(&event.kind))
-            && self.part.is_none_or(|p| p.owns(seq))
+            && self
+                .part
+                .is_none_or(|p| p.of <= 1 || stream_seq_of(seq) % p.of == p.index)
             && self.after_seq.is_none_or(|after| seq > after)
             && self.before_seq.is_none_or(|before| seq < before)
             && self
@@ -390,13 +402,10 @@ impl Filter<'_> {
                 terms.push(format!("type IN ({})", list.join(", ")));
             }
         }
+        // Parts share the messages out (a message's events have sequence
+        // numbers far apart from the next message's).
         if let Some(part) = self.part.filter(|p| p.of > 1) {
-            terms.push(format!(
-                "intDiv(seq, {}) % {} = {}",
-                Part::BLOCK,
-                part.of,
-                part.index
-            ));
+            terms.push(format!("stream_seq % {} = {}", part.of, part.index));
         }
         if let Some(after) = self.after_seq {
             terms.push(format!("seq > {after}"));
@@ -408,14 +417,19 @@ impl Filter<'_> {
             terms.push(format!("stream_seq <= {max}"));
         }
         if let Some(covered) = self.covered.filter(|c| !c.is_empty()) {
-            let taken: Vec<String> = covered
-                .taken()
-                .map(|(hour, kind)| format!("({hour}, {})", quote(kind)))
-                .collect();
+            // Each summary taken holds its hour's events up to its own mark:
+            // (hour|type) -> that mark, 0 for hours not taken.
+            let (mut keys, mut marks) = (Vec::new(), Vec::new());
+            for (hour, kind, upto) in covered.taken() {
+                keys.push(quote(&format!("{hour}|{kind}")));
+                marks.push(upto.to_string());
+            }
             terms.push(format!(
-                "NOT (seq <= {} AND (intDiv(time_ms, {HOUR_MS}) * {HOUR_MS}, type) IN ({}))",
+                "NOT (seq <= {} AND seq <= transform(concat(toString(intDiv(time_ms, {HOUR_MS}) * {HOUR_MS}), '|', type), \
+                 [{}], CAST([{}] AS Array(UInt64)), toUInt64(0)))",
                 covered.upto,
-                taken.join(", ")
+                keys.join(", "),
+                marks.join(", ")
             ));
         }
         terms.join(" AND ")
@@ -434,7 +448,7 @@ impl Store for ClickHouseStore {
         key: Option<IdempotencyKey>,
     ) -> Result<Appended, StoreError> {
         if events.len() > MAX_EVENTS_PER_MESSAGE {
-            return Err(StoreError::Write(format!(
+            return Err(StoreError::TooLarge(format!(
                 "{} events in one request; a cluster takes at most {MAX_EVENTS_PER_MESSAGE} a request, so split it",
                 events.len()
             )));
@@ -443,7 +457,10 @@ impl Store for ClickHouseStore {
             .bus
             .publish(&events, key.as_ref())
             .await
-            .map_err(write_err)?;
+            .map_err(|e| match e {
+                BusError::TooLarge { .. } => StoreError::TooLarge(e.to_string()),
+                e => write_err(e),
+            })?;
         let first_seq = match &appended {
             Appended::Stored { first_seq } | Appended::AlreadyStored { first_seq, .. } => {
                 *first_seq
@@ -637,7 +654,9 @@ impl Store for ClickHouseStore {
                         let mut rows = Vec::new();
                         self.http
                             .select_lines(&self.sql(&f, "ASC", Some(PAGE)), |line| {
-                                if let Ok(row) = rows::read_row(line) {
+                                if let Ok(row) = rows::read_row(line)
+                                    && rows.last().is_none_or(|(s, _)| *s != row.0)
+                                {
                                     rows.push(row);
                                 }
                                 Ok(true)

@@ -12,9 +12,12 @@
 //! sees half of one. A reader takes `summarised` once and, per (hour, type),
 //! the newest row with `upto` at or below it: that row holds exactly the
 //! events of its hour up to the mark (any later event of that hour would
-//! have given a newer row before the mark moved past it). Older rows are
-//! collapsed by ClickHouse (ReplacingMergeTree); a reader that finds its row
-//! gone reads that hour's events instead.
+//! have given a newer row before the mark moved past it); the scan still
+//! reads that hour's events after the row's own `upto`. Rows are never
+//! collapsed by ClickHouse (each version is its own row, so a row written by
+//! a round whose mark never moved cannot replace a good one); the builder
+//! deletes versions older than the newest at or below the mark now and then.
+//! A reader that finds its row gone reads that hour's events instead.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +38,7 @@ use crate::store::{StoreError, TakeRollup};
 /// The progress mark: summaries hold every event through this sequence number.
 pub const SUMMARISED: &str = "summarised";
 /// The table, named by the layout of its rows: another layout is another table.
-pub const TABLE: &str = "rollups_v1";
+pub const TABLE: &str = "rollups_v2";
 
 /// Events summarised before the summaries are stored.
 const BUILD_EVENTS: usize = 250_000;
@@ -43,6 +46,8 @@ const BUILD_EVENTS: usize = 250_000;
 const BUILD_BLOCKS: usize = 16;
 /// How often the builder looks for new events.
 const BUILD_EVERY: Duration = Duration::from_millis(500);
+/// How often versions no reader needs any more are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// New events worth storing summaries for at once, or the longest fewer wait.
 const BUILD_MIN_EVENTS: u64 = 20_000;
 const STORE_EVERY: Duration = Duration::from_secs(5);
@@ -52,7 +57,7 @@ pub fn create_table(database: &str) -> String {
         "CREATE TABLE IF NOT EXISTS {database}.{TABLE} (\
          hour Int64, type String, upto UInt64, block String, \
          part_names Array(String), part_data Array(String)\
-         ) ENGINE = ReplacingMergeTree(upto) ORDER BY (type, hour)"
+         ) ENGINE = MergeTree ORDER BY (type, hour, upto)"
     )
 }
 
@@ -114,6 +119,7 @@ pub async fn build(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut last_stored = Instant::now();
+    let mut pruned = Instant::now();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -129,6 +135,12 @@ pub async fn build(
         match catch_up(&http, &bus, loaded, &mut last_stored).await {
             Ok(()) => {}
             Err(e) => tracing::warn!("could not update the hour summaries: {e}"),
+        }
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = Instant::now();
+            if let Err(e) = prune(&http, &bus).await {
+                tracing::warn!("could not delete old versions of the hour summaries: {e}");
+            }
         }
     }
 }
@@ -172,6 +184,10 @@ async fn catch_up(
                     )));
                 }
             };
+            if read > 0 && seq == last {
+                // A row stored twice is summarised once.
+                return Ok(true);
+            }
             if batch.blocks.len() >= BUILD_BLOCKS
                 && !batch
                     .blocks
@@ -385,7 +401,7 @@ pub async fn read(
             parts.get(name).and_then(|d| unhex(d).ok())
         };
         if take(whole.hour, &whole.kind, &block, &mut parts_of) {
-            covered.add(whole.hour, &whole.kind);
+            covered.add_upto(whole.hour, &whole.kind, base.newest);
         }
     }
     if rest.is_empty() {
@@ -444,10 +460,55 @@ pub async fn read(
         // read event by event.
         let mut parts_of = |name: &str| parts.get(name).and_then(|d| unhex(d).ok());
         if take(row.hour, &row.kind, &block, &mut parts_of) {
-            covered.add(row.hour, &row.kind);
+            covered.add_upto(row.hour, &row.kind, base.newest);
         }
     }
     Ok(covered)
+}
+
+/// Deletes the versions of each summary older than its newest at or below
+/// the mark: no reader takes them any more (one that read the mark before
+/// it moved reads those hours' events instead).
+async fn prune(http: &Http, bus: &Bus) -> Result<(), StoreError> {
+    let (summarised, _) = bus
+        .progress(SUMMARISED)
+        .await
+        .map_err(|e| StoreError::Read(e.to_string()))?;
+    let table = http.table(TABLE);
+    let mut stale: Vec<String> = Vec::new();
+    http.select_lines(
+        &format!(
+            "SELECT type, hour, max(upto) AS newest FROM {table} WHERE upto <= {summarised} \
+             GROUP BY type, hour HAVING count() > 1 FORMAT JSONEachRow"
+        ),
+        |line| {
+            #[derive(Deserialize)]
+            struct Key {
+                #[serde(rename = "type")]
+                kind: String,
+                hour: i64,
+                newest: u64,
+            }
+            if let Ok(key) = serde_json::from_slice::<Key>(line) {
+                stale.push(format!(
+                    "(type = {} AND hour = {} AND upto < {})",
+                    quote(&key.kind),
+                    key.hour,
+                    key.newest
+                ));
+            }
+            Ok(true)
+        },
+    )
+    .await?;
+    for chunk in stale.chunks(500) {
+        http.execute(&format!(
+            "ALTER TABLE {table} DELETE WHERE {}",
+            chunk.join(" OR ")
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]

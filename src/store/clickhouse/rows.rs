@@ -39,9 +39,10 @@ struct RowOut<'a> {
 }
 
 /// Seconds for the `ts` column: DateTime holds 1970 to 2106; later events
-/// keep their exact time in `time_ms` and sort as 2106.
+/// keep their exact time in `time_ms` and sort as 2106. A bound before 1970
+/// (a window of a century) is 1970.
 pub fn ts_seconds(millis: i64) -> u32 {
-    u32::try_from(millis.div_euclid(1000)).unwrap_or(u32::MAX)
+    u32::try_from(millis.div_euclid(1000).max(0)).unwrap_or(u32::MAX)
 }
 
 /// Appends `event` as one JSONEachRow line.
@@ -146,6 +147,7 @@ mod tests {
         assert_eq!(seq, 42);
         assert_eq!(back, event);
         assert_eq!(ts_seconds(Timestamp::MAX), u32::MAX);
+        assert_eq!(ts_seconds(-3_000_000_000_000), 0);
         assert!(read_row(b"{\"seq\":1}").is_err());
     }
 }
