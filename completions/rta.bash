@@ -407,7 +407,7 @@ _rta() {
             return 0
             ;;
         rta__subcmd__serve)
-            opts="-h -V --addr --data-dir --store --bus --node-id --retention --token --read-token --cors-origin --allowed-host --max-connections --request-timeout --idle-timeout --max-body --push-interval --max-type-len --max-source-len --max-field-name-len --max-string-len --max-fields --help --version"
+            opts="-h -V --addr --data-dir --store --bus --node-id --bus-keep --retention --token --read-token --cors-origin --allowed-host --max-connections --request-timeout --idle-timeout --max-body --push-interval --max-type-len --max-source-len --max-field-name-len --max-string-len --max-fields --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -430,6 +430,10 @@ _rta() {
                     return 0
                     ;;
                 --node-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bus-keep)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -37,6 +37,7 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l data-dir -d 'Directory
 complete -c rta -n "__fish_rta_using_subcommand serve" -l store -d 'Where events are kept: sqlite:DIR (the default, the same as --data-dir DIR) or, for several nodes behind a load balancer, clickhouse://HOST:PORT/DATABASE (its HTTP port, 8123 by default; needs --bus). ClickHouse\'s user and password go in the URL or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l bus -d 'NATS JetStream between the nodes of a cluster, such as nats://127.0.0.1:4222: takes every acknowledged event and feeds every node\'s live view. Needed with a ClickHouse store; the SQLite store takes none' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l node-id -d 'This node\'s name in logs and in /api/status [default: host name, process id and a random suffix]' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l bus-keep -d 'How long the bus keeps events after ClickHouse has them, for nodes whose live view lags (a cluster only)' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l retention -d 'Delete events older than this, such as 7d or 12h (default: keep everything)' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l token -d 'Require `Authorization: Bearer TOKEN` on ingest' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l read-token -d 'Require this token (or the --token one) to read metrics, events and the WebSocket. The dashboard asks for it and keeps it in the browser' -r

@@ -272,6 +272,11 @@ pub struct ServeArgs {
     #[arg(long, env = "RTA_NODE_ID", value_name = "NAME")]
     pub node_id: Option<String>,
 
+    /// How long the bus keeps events after ClickHouse has them, for nodes whose live view
+    /// lags (a cluster only).
+    #[arg(long, env = "RTA_BUS_KEEP", value_parser = parse_duration, default_value = "10m", value_name = "DURATION")]
+    pub bus_keep: Duration,
+
     /// Delete events older than this, such as 7d or 12h (default: keep everything).
     #[arg(long, env = "RTA_RETENTION", value_parser = parse_duration, value_name = "DURATION")]
     pub retention: Option<Duration>,

@@ -13,7 +13,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(id) => check_node_id(id)?,
         None => default_node_id(),
     };
-    let (data_dir, cluster) = choose_store(args.store, args.data_dir, args.bus, &node_id)?;
+    let (data_dir, mut cluster) = choose_store(args.store, args.data_dir, args.bus, &node_id)?;
+    if let Some(cluster) = &mut cluster {
+        cluster.bus_keep = args.bus_keep.max(std::time::Duration::from_secs(1));
+    }
     let mut config = ServeConfig::new(data_dir);
     config.node_id = node_id;
     config.cluster = cluster;
@@ -120,6 +123,7 @@ fn choose_store(
                     store: url,
                     bus,
                     node_id: node_id.to_string(),
+                    bus_keep: std::time::Duration::from_secs(600),
                 }),
             ))
         }

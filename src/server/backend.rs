@@ -44,10 +44,10 @@ impl Backend {
                 store,
                 bus,
                 node_id,
-                ..
+                bus_keep,
             }) => {
                 let bus = Arc::new(Bus::connect(bus, node_id).await?);
-                let store = ClickHouseStore::open(store.clone(), bus.clone())
+                let store = ClickHouseStore::open(store.clone(), bus.clone(), *bus_keep)
                     .await
                     .context("cannot start on ClickHouse")?;
                 let built_upto = store.loaded();

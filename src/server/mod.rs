@@ -84,6 +84,8 @@ pub struct ClusterConfig {
     pub store: ClickHouseUrl,
     pub bus: BusUrl,
     pub node_id: String,
+    /// How long the stream keeps events after ClickHouse has them.
+    pub bus_keep: Duration,
 }
 
 impl ServeConfig {

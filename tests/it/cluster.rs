@@ -548,3 +548,51 @@ async fn a_reset_bus_never_costs_stored_events() {
     assert!(stderr.contains("JetStream store reset?"), "{stderr}");
     assert_eq!(cluster.rows().await, 50, "nothing stored was deleted");
 }
+
+/// The stream keeps what ClickHouse holds only for `--bus-keep`; a node
+/// started after the stream was trimmed builds from ClickHouse and misses
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_keeps_loaded_events_only_as_long_as_told() {
+    let cluster = Cluster::start();
+    let store = cluster.clickhouse.clickhouse_url("rta");
+    let bus = cluster.nats.nats_url();
+    let a = TestServer::start_node(
+        &[
+            "--store",
+            &store,
+            "--bus",
+            &bus,
+            "--node-id",
+            "a",
+            "--bus-keep",
+            "1s",
+        ],
+        &[],
+    )
+    .await;
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        let batch = events(i * 10, 10);
+        post(&a, &batch).await;
+        sent.extend(batch);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    cluster.wait_rows(60).await;
+    let started = Instant::now();
+    loop {
+        let (first, last) = cluster.nats.stream_span("RTA_EVENTS").await;
+        assert_eq!(last, 6, "one message a request");
+        if first > 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stream still starts at message {first}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b = cluster.node("b", &[]).await;
+    assert_eq!(status(&b).await["events"], 60);
+    assert_answers_truth(&b, &sent).await;
+}

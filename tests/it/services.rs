@@ -46,7 +46,10 @@ fn spawn(program: &'static str, args: &[String], dir: &TempDir) -> Child {
 pub fn nats() -> Service {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let port = free_port();
+    let monitor = free_port();
     let args = [
+        "-m",
+        &monitor.to_string(),
         "-js",
         "-a",
         "127.0.0.1",
@@ -71,6 +74,31 @@ pub fn nats() -> Service {
 impl Service {
     pub fn nats_url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The first and last message sequence of a JetStream stream, from
+    /// nats-server's monitoring port.
+    pub async fn stream_span(&self, stream: &str) -> (u64, u64) {
+        let monitor = self.args[1].clone();
+        let jsz: serde_json::Value =
+            reqwest::get(format!("http://127.0.0.1:{monitor}/jsz?streams=true"))
+                .await
+                .expect("the monitoring port answers")
+                .json()
+                .await
+                .expect("JSON");
+        let state = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|s| s["name"] == stream)
+            .map(|s| s["state"].clone())
+            .unwrap_or_else(|| panic!("stream {stream} in {jsz}"));
+        (
+            state["first_seq"].as_u64().expect("first_seq"),
+            state["last_seq"].as_u64().expect("last_seq"),
+        )
     }
 
     pub fn clickhouse_url(&self, database: &str) -> String {

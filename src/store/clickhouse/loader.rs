@@ -40,11 +40,8 @@ const MAX_BYTES: usize = 32 << 20;
 const GATHER: Duration = Duration::from_millis(50);
 /// The lease is renewed this often (well inside the bus's `LEASE_TTL`).
 const RENEW_EVERY: Duration = Duration::from_secs(1);
-/// Messages stay in the stream this long after ClickHouse has them, for
-/// nodes whose live view lags; older ones are dropped, so the stream holds
-/// what is not loaded yet plus a few minutes.
-const KEEP_LOADED: Duration = Duration::from_secs(600);
-/// How often the stream is trimmed.
+/// How often the stream is trimmed at most (and more often when it keeps
+/// loaded messages for less than this).
 const TRIM_EVERY: Duration = Duration::from_secs(60);
 
 /// Refuses a table that holds more than this bus could have given it: the
@@ -95,6 +92,10 @@ pub struct Loader {
     pub loaded: watch::Sender<u64>,
     /// Set while this node holds the lease.
     pub leading: Arc<AtomicBool>,
+    /// Messages stay in the stream this long after ClickHouse has them, for
+    /// nodes whose live view lags (`--bus-keep`); older ones are dropped, so
+    /// the stream holds what is not loaded yet plus this.
+    pub keep_loaded: Duration,
 }
 
 enum Stop {
@@ -202,7 +203,25 @@ impl Loader {
         let mut marks: std::collections::VecDeque<(Instant, u64)> = Default::default();
         let mut trimmed = Instant::now();
         let table = self.http.table("events");
+        let keep = self.keep_loaded;
         loop {
+            if trimmed.elapsed() >= TRIM_EVERY.min(keep) {
+                trimmed = Instant::now();
+                let mut upto = None;
+                while let Some(&(at, mark)) = marks.front() {
+                    if at.elapsed() < keep {
+                        break;
+                    }
+                    upto = Some(mark);
+                    marks.pop_front();
+                }
+                if let Some(mark) = upto {
+                    match self.bus.purge_before(mark + 1).await {
+                        Ok(n) => tracing::debug!("dropped {n} loaded messages from the stream"),
+                        Err(e) => tracing::warn!("cannot trim the stream: {e}"),
+                    }
+                }
+            }
             let mut batch: Vec<Delivered> = Vec::new();
             let mut rows_in = 0usize;
             // The first message is awaited at most until the lease is due.
@@ -320,26 +339,9 @@ impl Loader {
             self.loaded.send_replace(loaded);
             if marks
                 .back()
-                .is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(10))
+                .is_none_or(|(at, _)| at.elapsed() >= (keep / 10).min(Duration::from_secs(10)))
             {
                 marks.push_back((Instant::now(), loaded));
-            }
-            if trimmed.elapsed() >= TRIM_EVERY {
-                trimmed = Instant::now();
-                let mut upto = None;
-                while let Some(&(at, mark)) = marks.front() {
-                    if at.elapsed() < KEEP_LOADED {
-                        break;
-                    }
-                    upto = Some(mark);
-                    marks.pop_front();
-                }
-                if let Some(mark) = upto {
-                    match self.bus.purge_before(mark + 1).await {
-                        Ok(n) => tracing::debug!("dropped {n} loaded messages from the stream"),
-                        Err(e) => tracing::warn!("cannot trim the stream: {e}"),
-                    }
-                }
             }
         }
     }

@@ -54,6 +54,8 @@ pub struct ClickHouseStore {
     leading: Arc<AtomicBool>,
     /// When retention last deleted inside a day (a mutation rewrites parts).
     last_cut: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long the stream keeps events after they are loaded.
+    keep_loaded: Duration,
 }
 
 impl From<ClickHouseError> for StoreError {
@@ -64,7 +66,11 @@ impl From<ClickHouseError> for StoreError {
 
 impl ClickHouseStore {
     /// Connects, creating the database and tables when missing.
-    pub async fn open(url: ClickHouseUrl, bus: Arc<Bus>) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: ClickHouseUrl,
+        bus: Arc<Bus>,
+        keep_loaded: Duration,
+    ) -> Result<Self, StoreError> {
         let open_err = |e: ClickHouseError| StoreError::Read(e.to_string());
         let http = Http::new(url.clone())?;
         http.execute(&format!("CREATE DATABASE IF NOT EXISTS {}", url.database))
@@ -90,6 +96,7 @@ impl ClickHouseStore {
             loaded: watch::channel(loaded).0,
             leading: Arc::default(),
             last_cut: Default::default(),
+            keep_loaded,
         })
     }
 
@@ -100,6 +107,7 @@ impl ClickHouseStore {
             http: self.http.clone(),
             loaded: self.loaded.clone(),
             leading: self.leading.clone(),
+            keep_loaded: self.keep_loaded,
         }
     }
 
