@@ -34,17 +34,7 @@ pub fn load(dir: &Path, store: &dyn Store, config: EngineConfig) -> anyhow::Resu
     let saved = std::fs::read(path(dir))
         .ok()
         .and_then(|bytes| decode(&bytes, mark, config));
-    let from_saved_state = saved.is_some();
-    let mut engine = saved.unwrap_or_else(|| Engine::new(config));
-    let now = Timestamp::now();
-    let replayed = store.scan(engine.last_seq(), &mut |first, events| {
-        engine.apply_committed(first, events, now)
-    })?;
-    Ok(Loaded {
-        engine,
-        from_saved_state,
-        replayed,
-    })
+    catch_up(saved, store, config)
 }
 
 /// Loads a saved state kept elsewhere (a cluster keeps it in NATS), then
@@ -62,6 +52,15 @@ pub fn load_from(
             None
         }
     });
+    catch_up(saved, store, config)
+}
+
+/// The saved engine (or a new one) with every event stored after it applied.
+fn catch_up(
+    saved: Option<Engine>,
+    store: &dyn Store,
+    config: EngineConfig,
+) -> anyhow::Result<Loaded> {
     let from_saved_state = saved.is_some();
     let mut engine = saved.unwrap_or_else(|| Engine::new(config));
     let now = Timestamp::now();

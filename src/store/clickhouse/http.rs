@@ -162,38 +162,36 @@ impl Http {
         req
     }
 
-    /// Runs a statement and returns its whole answer as text.
-    pub async fn execute(&self, sql: &str) -> Result<String, ClickHouseError> {
+    /// Sends a statement (`query` in the URL when `body` holds data) and
+    /// returns the answer once ClickHouse accepted it.
+    async fn send(
+        &self,
+        query: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<reqwest::Response, ClickHouseError> {
         let response = self
-            .request(None)
-            .body(sql.to_string())
+            .request(query)
+            .body(body)
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| self.unreachable(e))?;
-        if status.is_success() {
-            Ok(text)
-        } else {
-            Err(ClickHouseError::Refused(first_line(&text)))
+        if response.status().is_success() {
+            return Ok(response);
         }
+        let text = response.text().await.unwrap_or_default();
+        Err(ClickHouseError::Refused(first_line(&text)))
+    }
+
+    /// Runs a statement and returns its whole answer as text.
+    pub async fn execute(&self, sql: &str) -> Result<String, ClickHouseError> {
+        let response = self.send(None, sql.to_string()).await?;
+        response.text().await.map_err(|e| self.unreachable(e))
     }
 
     /// Runs `INSERT INTO table FORMAT JSONEachRow` with `rows` as its data.
     pub async fn insert(&self, table: &str, rows: Vec<u8>) -> Result<(), ClickHouseError> {
         let query = format!("INSERT INTO {table} FORMAT JSONEachRow");
-        let response = self
-            .request(Some(&query))
-            .body(rows)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(ClickHouseError::Refused(first_line(&text)))
+        self.send(Some(&query), rows).await.map(|_| ())
     }
 
     /// Runs a `SELECT ... FORMAT JSONEachRow` and calls `row` with each
@@ -203,16 +201,7 @@ impl Http {
         sql: &str,
         mut row: impl FnMut(&[u8]) -> Result<bool, ClickHouseError>,
     ) -> Result<(), ClickHouseError> {
-        let response = self
-            .request(None)
-            .body(sql.to_string())
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !response.status().is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(ClickHouseError::Refused(first_line(&text)));
-        }
+        let response = self.send(None, sql.to_string()).await?;
         let mut body = response.bytes_stream();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(bytes) = body.next().await {

@@ -340,11 +340,26 @@ impl ClickHouseStore {
 
     fn sql(&self, filter: &Filter<'_>, order: &str, limit: Option<usize>) -> String {
         let table = self.http.table("events");
-        let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+        let filter = filter.sql();
+        let Some(n) = limit else {
+            return format!(
+                "SELECT {} FROM {table} WHERE {filter} ORDER BY seq {order} FORMAT JSONEachRow",
+                rows::COLUMNS
+            );
+        };
+        // The first `n` sequence numbers are found from the `seq` column
+        // alone; only their rows are then read whole (otherwise ClickHouse
+        // reads every column of every row to sort them).
+        let (bound, edge) = if order == "DESC" {
+            (">=", "min")
+        } else {
+            ("<=", "max")
+        };
         format!(
-            "SELECT {} FROM {table} WHERE {} ORDER BY seq {order}{limit} FORMAT JSONEachRow",
-            rows::COLUMNS,
-            filter.sql()
+            "SELECT {} FROM {table} WHERE {filter} AND seq {bound} \
+             (SELECT {edge}(seq) FROM (SELECT seq FROM {table} WHERE {filter} ORDER BY seq {order} LIMIT {n})) \
+             ORDER BY seq {order} LIMIT {n} FORMAT JSONEachRow",
+            rows::COLUMNS
         )
     }
 }
