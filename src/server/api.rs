@@ -115,7 +115,9 @@ impl Api {
             return StatusResponse::Unauthorized(failure.body());
         }
         let events = self.state.engine.with(|engine| engine.total());
-        StatusResponse::Ok(Json(self.state.backend.status(&self.state.config, events)))
+        StatusResponse::Ok(Json(
+            self.state.backend.status(&self.state.config, events).await,
+        ))
     }
 }
 

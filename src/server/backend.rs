@@ -166,7 +166,7 @@ impl Backend {
     }
 
     /// This node's status, for `/api/status`.
-    pub fn status(&self, config: &ServeConfig, events: u64) -> NodeStatus {
+    pub async fn status(&self, config: &ServeConfig, events: u64) -> NodeStatus {
         let mut status = NodeStatus {
             node_id: config.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -177,6 +177,7 @@ impl Backend {
             followed: None,
             loaded: None,
             loading: None,
+            summarised: None,
         };
         if let Self::Cluster { store, bus, .. } = self {
             status.store = "clickhouse".into();
@@ -185,6 +186,7 @@ impl Backend {
             status.followed = Some(bus.followed());
             status.loaded = Some(store.loaded());
             status.loading = Some(store.is_loading());
+            status.summarised = store.summarised().await;
         }
         status
     }

@@ -38,6 +38,10 @@ pub struct NodeStatus {
     /// On a cluster: whether this node is the one loading ClickHouse now.
     #[oai(skip_serializing_if_is_none)]
     pub loading: Option<bool>,
+    /// On a cluster: the last event (sequence number) the hour summaries in
+    /// ClickHouse hold.
+    #[oai(skip_serializing_if_is_none)]
+    pub summarised: Option<u64>,
 }
 
 /// An event as sent. Numbers in `values` are measures; strings and booleans

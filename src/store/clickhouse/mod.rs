@@ -123,6 +123,15 @@ impl ClickHouseStore {
         )
     }
 
+    /// How far the hour summaries reach (`None` when the bus cannot say).
+    pub async fn summarised(&self) -> Option<u64> {
+        self.bus
+            .progress(rollup::SUMMARISED)
+            .await
+            .ok()
+            .map(|(summarised, _)| summarised)
+    }
+
     /// Whether this node loads events into ClickHouse now.
     pub fn is_loading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
