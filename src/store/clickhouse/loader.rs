@@ -369,12 +369,8 @@ impl Loader {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let stray = self
-            .http
-            .number(&format!(
-                "SELECT count() FROM {table} WHERE stream_seq > {loaded}"
-            ))
-            .await?;
+        let strays = format!("SELECT count() FROM {table} WHERE stream_seq > {loaded}");
+        let stray = self.http.number(&strays).await?;
         if stray == 0 {
             return Ok(());
         }
@@ -388,12 +384,7 @@ impl Loader {
             .await?;
         let started = Instant::now();
         loop {
-            let left = self
-                .http
-                .number(&format!(
-                    "SELECT count() FROM {table} WHERE stream_seq > {loaded}"
-                ))
-                .await?;
+            let left = self.http.number(&strays).await?;
             if left == 0 {
                 return Ok(());
             }

@@ -301,6 +301,17 @@ async fn merge_stored(
     Ok(body)
 }
 
+impl Stored {
+    /// Its parts by name (hex).
+    fn parts(&self) -> HashMap<&str, &str> {
+        self.part_names
+            .iter()
+            .map(String::as_str)
+            .zip(self.part_data.iter().map(String::as_str))
+            .collect()
+    }
+}
+
 fn decode(stored: &Stored) -> Result<HourBlock, String> {
     let base = unhex(&stored.block)?;
     let parts = stored
@@ -390,12 +401,7 @@ pub async fn read(
         let Ok(block) = unhex(&whole.block) else {
             continue;
         };
-        let parts: HashMap<&str, &str> = whole
-            .part_names
-            .iter()
-            .map(String::as_str)
-            .zip(whole.part_data.iter().map(String::as_str))
-            .collect();
+        let parts = whole.parts();
         let mut parts_of = |name: &str| {
             asked.push(name.to_string());
             parts.get(name).and_then(|d| unhex(d).ok())
@@ -450,12 +456,7 @@ pub async fn read(
         let Ok(block) = unhex(&row.block) else {
             continue;
         };
-        let parts: HashMap<&str, &str> = row
-            .part_names
-            .iter()
-            .map(String::as_str)
-            .zip(row.part_data.iter().map(String::as_str))
-            .collect();
+        let parts = row.parts();
         // A part not read makes taking the summary fail: its hour is then
         // read event by event.
         let mut parts_of = |name: &str| parts.get(name).and_then(|d| unhex(d).ok());
