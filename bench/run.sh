@@ -39,13 +39,13 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
+wait_up() { for _ in $(seq 1 3000); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.01; done; return 1; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 total_events() { curl -sf "http://127.0.0.1:$1/api/metrics?top=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalEvents"])'; }
 
 # Starts rta on a data directory; sets RTA_PID and RTA_PORT.
-start_rta() {
-  RTA_PORT=$(free_port)
+start_rta() { # DIR [PORT]
+  RTA_PORT=${2:-$(free_port)}
   "$RTA" serve --addr "127.0.0.1:$RTA_PORT" --data-dir "$1" 2>>"$WORK/rta.log" &
   RTA_PID=$!; PIDS+=("$RTA_PID")
   wait_up "$RTA_PORT"
@@ -151,12 +151,12 @@ row "4. GET /api/metrics latency, $N_LARGE events" "p50 $p50, p99 $p99" "" "" "p
 
 echo "== 7: start-up with $N_LARGE events" >&2
 stop_rta
-t0=$(date +%s%N); start_rta "$WORK/big"; t1=$(date +%s%N)
+port=$(free_port); t0=$(date +%s%N); start_rta "$WORK/big" "$port"; t1=$(date +%s%N)
 n=$(total_events "$RTA_PORT")
 row "7a. start-up after a clean stop, $n events (ms)" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "rta serve (until /healthz answers)"
 "$RTA" generate --url "http://127.0.0.1:$RTA_PORT" --interval 0 --batch 1000 --count $(( N_SMALL / 10 )) --quiet 2>/dev/null
 kill -9 "$RTA_PID"; wait "$RTA_PID" 2>/dev/null || true
-t0=$(date +%s%N); start_rta "$WORK/big"; t1=$(date +%s%N)
+port=$(free_port); t0=$(date +%s%N); start_rta "$WORK/big" "$port"; t1=$(date +%s%N)
 n=$(total_events "$RTA_PORT")
 row "7b. start-up after kill -9, $n events (ms)" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "kill -9, then rta serve"
 stop_rta
@@ -267,8 +267,8 @@ echo "== 9: a cluster: nodes on ClickHouse and NATS JetStream, all on this machi
 start_clickhouse "$WORK/cluster-ch"
 start_nats "$WORK/cluster-nats"
 STORE="clickhouse://${CH_URL#http://}/rta"
-start_node() { # NAME: sets NODE_PID and NODE_PORT
-  NODE_PORT=$(free_port)
+start_node() { # NAME [PORT]: sets NODE_PID and NODE_PORT
+  NODE_PORT=${2:-$(free_port)}
   "$RTA" serve --addr "127.0.0.1:$NODE_PORT" --store "$STORE" --bus "$NATS_URL" --node-id "$1" 2>>"$WORK/cluster.log" &
   NODE_PID=$!; PIDS+=("$NODE_PID")
   wait_up "$NODE_PORT"
@@ -325,10 +325,10 @@ t0=$(date +%s%N)
 last=-1; until [ "$(status_of "$A_PORT" summarised)" = "$last" ]; do last=$(status_of "$A_PORT" summarised); sleep 3; done
 row "    hour summaries caught up after the runs (s)" "$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN {printf "%.0f", ns / 1e9}')" "" "" "" "GET /api/status until summarised stays put for 3 s"
 stored=$(status_of "$A_PORT" events)
-t0=$(date +%s%N); start_node d; t1=$(date +%s%N)
+port=$(free_port); t0=$(date +%s%N); start_node d "$port"; t1=$(date +%s%N)
 row "    start-up of a node after another's clean stop, $stored events stored (ms)" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "rta serve --store URL --bus URL (until /healthz answers)"
 kill -9 "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
-t0=$(date +%s%N); start_node e; t1=$(date +%s%N)
+port=$(free_port); t0=$(date +%s%N); start_node e "$port"; t1=$(date +%s%N)
 row "    start-up after kill -9 (ms), the same events" "$(( (t1 - t0) / 1000000 ))" "" "" "< 1000" "kill -9, then rta serve --store URL --bus URL"
 kill -TERM "$NODE_PID" 2>/dev/null || true; wait "$NODE_PID" 2>/dev/null || true
 kill -TERM "$A_PID" "$B_PID" 2>/dev/null || true; wait "$A_PID" "$B_PID" 2>/dev/null || true

@@ -191,8 +191,11 @@ impl Bus {
         let client = async_nats::ConnectOptions::new()
             .name(format!("rta {node_id}"))
             .connection_timeout(Duration::from_secs(5))
-            // Back within a quarter second of NATS, however long it was away.
-            .reconnect_delay_callback(|attempts| Duration::from_millis(50 * attempts.min(5) as u64))
+            // The first attempt (of a start or of a reconnect) at once, then
+            // back within a quarter second of NATS, however long it was away.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(50 * attempts.saturating_sub(1).min(5) as u64)
+            })
             .event_callback(on_event)
             .connect(url.0.as_str());
         // The first connection is awaited for a bounded time: a wrong address
@@ -226,22 +229,12 @@ impl Bus {
                 }
                 _ => BusError::JetStream(format!("cannot create the stream {STREAM}: {e}")),
             })?;
-        let keys = bucket(&js, KEYS_BUCKET, Some(KEYS_KEPT)).await?;
-        let lease = bucket(&js, LEASE_BUCKET, Some(LEASE_TTL)).await?;
-        let progress = bucket(&js, PROGRESS_BUCKET, None).await?;
-        let state = match js.get_object_store(STATE_BUCKET).await {
-            Ok(state) => state,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: STATE_BUCKET.into(),
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| {
-                    BusError::JetStream(format!("cannot create the bucket {STATE_BUCKET}: {e}"))
-                })?,
-        };
+        let (keys, lease, progress, state) = tokio::try_join!(
+            bucket(&js, KEYS_BUCKET, Some(KEYS_KEPT)),
+            bucket(&js, LEASE_BUCKET, Some(LEASE_TTL)),
+            bucket(&js, PROGRESS_BUCKET, None),
+            object_bucket(&js, STATE_BUCKET),
+        )?;
         Ok(Self {
             url: url.clone(),
             connects,
@@ -544,6 +537,22 @@ async fn bucket(
     js.get_key_value(name)
         .await
         .map_err(|e| BusError::JetStream(format!("cannot open the bucket {name}: {e}")))
+}
+
+async fn object_bucket(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<object_store::ObjectStore, BusError> {
+    if let Ok(bucket) = js.get_object_store(name).await {
+        return Ok(bucket);
+    }
+    js.create_object_store(object_store::Config {
+        bucket: name.into(),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::JetStream(format!("cannot create the bucket {name}: {e}")))
 }
 
 #[cfg(test)]

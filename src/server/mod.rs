@@ -141,7 +141,9 @@ pub async fn run(
     let feed = Arc::new(Feed::default());
     let backend = Arc::new(backend::Backend::open(&config, feed.clone()).await?);
     let store = backend.store();
-    let loaded = backend.load_engine(&config).await?;
+    // The dashboard's newest events are read while the engine loads.
+    let (loaded, recent) = tokio::join!(backend.load_engine(&config), store.recent(50, None));
+    let (loaded, recent) = (loaded?, recent?);
     let total = loaded.engine.total();
     let how = if loaded.from_saved_state {
         format!("saved state + {} newer events", loaded.replayed)
@@ -168,7 +170,7 @@ pub async fn run(
         stored_answers: tokio::sync::Semaphore::new(2),
     });
     let hub = Arc::new(ws::Hub::new(state.clone(), push_interval));
-    for event in store.recent(50, None).await?.into_iter().rev() {
+    for event in recent.into_iter().rev() {
         hub.on_commit(&Arc::new(CommittedBatch {
             first_seq: event.seq,
             events: vec![event.event],

@@ -363,14 +363,22 @@ impl Store for ClickHouseStore {
                         };
                         let mut rows = Vec::new();
                         self.http
-                            .select_lines(&self.sql(&f, "ASC", Some(PAGE)), |line| {
-                                if let Ok(row) = rows::read_row(line)
-                                    && rows.last().is_none_or(|(s, _)| *s != row.0)
-                                {
-                                    rows.push(row);
-                                }
-                                Ok(true)
-                            })
+                            .select_lines(
+                                &read::select_sql(
+                                    &self.http.table("events"),
+                                    &f,
+                                    "ASC",
+                                    Some(PAGE),
+                                ),
+                                |line| {
+                                    if let Ok(row) = rows::read_row(line)
+                                        && rows.last().is_none_or(|(s, _)| *s != row.0)
+                                    {
+                                        rows.push(row);
+                                    }
+                                    Ok(true)
+                                },
+                            )
                             .await?;
                         match page(rows, &mut cursor) {
                             None => return Ok(()),

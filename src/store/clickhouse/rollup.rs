@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::http::{ClickHouseError, Http, quote};
+use super::read::{Filter, select_sql};
 use super::rows;
 use crate::bus::{Bus, event_seq};
 use crate::event::{EventFields, EventType};
@@ -159,7 +160,7 @@ async fn catch_up(
     let through = event_seq(loaded + 1, 0) - 1;
     let waiting = http
         .number(&format!(
-            "SELECT count() FROM {} WHERE seq > {upto} AND stream_seq <= {loaded}",
+            "SELECT count() FROM {} PREWHERE seq > {upto} AND stream_seq <= {loaded}",
             http.table("events")
         ))
         .await?;
@@ -169,11 +170,12 @@ async fn catch_up(
     loop {
         let mut batch = Batch::default();
         let mut last = upto;
-        let sql = format!(
-            "SELECT {} FROM {} WHERE seq > {upto} AND stream_seq <= {loaded} ORDER BY seq LIMIT {BUILD_EVENTS} FORMAT JSONEachRow",
-            rows::COLUMNS,
-            http.table("events")
-        );
+        let rows = Filter {
+            after_seq: Some(upto),
+            max_stream_seq: Some(loaded),
+            ..Default::default()
+        };
+        let sql = select_sql(&http.table("events"), &rows, "ASC", Some(BUILD_EVENTS));
         let (mut full, mut read) = (false, 0usize);
         http.select_lines(&sql, |line| {
             let (seq, event) = match rows::read_row(line) {
