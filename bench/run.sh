@@ -117,6 +117,27 @@ for conns in 8 64; do
   R=$(median "${r[@]}"); B=$(median "${b[@]}")
   row "1. single-event ingest, $conns connections (req/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" ">= 0.6x baseline" "wrk -t2 -c$conns -d$DUR -s one.lua URL/api/ingest"
 done
+# What Prometheus costs: the same load with /metrics scraped every second,
+# in alternation with none (each first in every other round).
+# A scraper that, like Prometheus, is one long-lived process (bash's /dev/tcp, no curl per scrape).
+scraper() {
+  while true; do
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    while read -r -u 3 _; do :; done
+    exec 3<&-
+    sleep 1
+  done
+}
+scraped_rps() { scraper "$RTA_PORT" >/dev/null & local pid=$!; rps "$RTA_PORT" 8 "$WORK/one.lua"; kill "$pid"; wait "$pid" 2>/dev/null || true; }
+r=(); s=()
+for i in $(seq 1 $(( ROUNDS * 2 ))); do
+  if [ $(( i % 2 )) = 1 ]; then r+=("$(rps "$RTA_PORT" 8 "$WORK/one.lua")"); s+=("$(scraped_rps)")
+  else s+=("$(scraped_rps)"); r+=("$(rps "$RTA_PORT" 8 "$WORK/one.lua")"); fi
+  settle "$RTA_PORT" >/dev/null
+done
+R=$(median "${r[@]}"); S=$(median "${s[@]}")
+row "    the same, 8 connections, /metrics scraped every second (req/s)" "$S" "not scraped: $R" "$(awk -v s="$S" -v r="$R" 'BEGIN {printf "%.3f", s/r}')" "within 2%" "wrk -t2 -c8 -d$DUR -s one.lua URL/api/ingest, with and without GET /metrics every 1 s"
 r=(); b=(); caught=()
 for _ in $(seq 1 "$ROUNDS"); do b+=("$(rps "$BASE_PORT" 4 "$WORK/batch.lua")"); r+=("$(rps "$RTA_PORT" 4 "$WORK/batch.lua")"); caught+=("$(settle "$RTA_PORT")"); done
 R=$(( $(median "${r[@]}") * 1000 )); B=$(( $(median "${b[@]}") * 1000 ))

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_rta_global_optspecs
-    string join \n h/help V/version
+    string join \n log-format= h/help V/version
 end
 
 function __fish_rta_needs_command
@@ -24,12 +24,15 @@ function __fish_rta_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c rta -n "__fish_rta_needs_command" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
 complete -c rta -n "__fish_rta_needs_command" -s h -l help -d 'Print help'
 complete -c rta -n "__fish_rta_needs_command" -s V -l version -d 'Print version'
 complete -c rta -n "__fish_rta_needs_command" -f -a "serve" -d 'Run the server: ingest API, metrics API, WebSocket and dashboard'
 complete -c rta -n "__fish_rta_needs_command" -f -a "generate" -d 'Stream synthetic events to a server (or to a file)'
 complete -c rta -n "__fish_rta_needs_command" -f -a "replay" -d 'Push the events of a JSONL or CSV file to a server'
 complete -c rta -n "__fish_rta_needs_command" -f -a "query" -d 'Print metrics as a table, JSON, CSV or TSV'
+complete -c rta -n "__fish_rta_needs_command" -f -a "alerts" -d 'Add, list and remove alert rules (webhooks told when a number goes wrong)'
 complete -c rta -n "__fish_rta_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c rta -n "__fish_rta_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rta -n "__fish_rta_using_subcommand serve" -l addr -d 'Address to listen on. Use 0.0.0.0:PORT to accept connections from other machines' -r
@@ -48,11 +51,17 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l request-timeout -d 'Cl
 complete -c rta -n "__fish_rta_using_subcommand serve" -l idle-timeout -d 'Close connections with no traffic for this long' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-body -d 'Largest request body accepted, after decompression, such as 16MiB' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l push-interval -d 'How often WebSocket clients get updates at most, such as 200ms' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l alert-interval -d 'How often every alert rule is evaluated' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l public-url -d 'The dashboard\'s address as its users reach it (https://rta.example.com), for the link in each notification' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l webhook-retry-for -d 'How long a notification whose webhook fails is retried (with growing pauses) before it is given up' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-type-len -d 'Longest event type name' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-source-len -d 'Longest source' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-field-name-len -d 'Longest field name (after flattening nested objects)' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-string-len -d 'Longest string value' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-fields -d 'Most fields in one event\'s values' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
+complete -c rta -n "__fish_rta_using_subcommand serve" -l allow-private-webhooks -d 'Let webhooks point at loopback, link-local and private addresses (refused by default, so that a rule cannot reach the services next to rta)'
 complete -c rta -n "__fish_rta_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c rta -n "__fish_rta_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c rta -n "__fish_rta_using_subcommand generate" -s n -l count -d 'How many events in all (default: endless, until Ctrl-C)' -r
@@ -71,6 +80,8 @@ complete -c rta -n "__fish_rta_using_subcommand generate" -l url -d 'The server\
 complete -c rta -n "__fish_rta_using_subcommand generate" -l token -d 'Bearer token, for a server started with --token' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
 complete -c rta -n "__fish_rta_using_subcommand generate" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand generate" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
 complete -c rta -n "__fish_rta_using_subcommand generate" -s q -l quiet -d 'No progress output, only the summary and errors'
 complete -c rta -n "__fish_rta_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rta -n "__fish_rta_using_subcommand generate" -s V -l version -d 'Print version'
@@ -82,6 +93,8 @@ complete -c rta -n "__fish_rta_using_subcommand replay" -l url -d 'The server\'s
 complete -c rta -n "__fish_rta_using_subcommand replay" -l token -d 'Bearer token, for a server started with --token' -r
 complete -c rta -n "__fish_rta_using_subcommand replay" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
 complete -c rta -n "__fish_rta_using_subcommand replay" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand replay" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
 complete -c rta -n "__fish_rta_using_subcommand replay" -l shift-to-now -d 'Move every timestamp so the file\'s latest event happens now'
 complete -c rta -n "__fish_rta_using_subcommand replay" -s q -l quiet -d 'No progress output, only the summary and errors'
 complete -c rta -n "__fish_rta_using_subcommand replay" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -106,14 +119,73 @@ complete -c rta -n "__fish_rta_using_subcommand query" -l url -d 'The server\'s 
 complete -c rta -n "__fish_rta_using_subcommand query" -l token -d 'Bearer token, for a server started with --token' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
 complete -c rta -n "__fish_rta_using_subcommand query" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand query" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
 complete -c rta -n "__fish_rta_using_subcommand query" -l events -d 'Print the matching events themselves instead of aggregates; `--format jsonl` is read back unchanged by `rta replay -`'
 complete -c rta -n "__fish_rta_using_subcommand query" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rta -n "__fish_rta_using_subcommand query" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -s h -l help -d 'Print help'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "add" -d 'Add a rule: a statistic over a window, a condition, and the webhook told when it fires and when it resolves'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "list" -d 'List the rules and where each stands (ok, pending, firing)'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "rm" -d 'Remove a rule'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l name -d 'The rule\'s name: 1-64 letters, digits, `-`, `_` or `.`' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -s t -l type -d 'Only events of this type' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -s w -l where -d 'A filter that must hold (repeatable), as in `rta query --where`: device=mobile, amount>100' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l stat -d 'What to watch: count (events in the window), rate (events per second) or STAT:FIELD (p95:latency_ms, mean:amount, max:amount, distinct:user)' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l window -d 'The window the statistic is computed over, up to now: 10s and up' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l above -d 'Fire while the value is above this' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l below -d 'Fire while the value is below this' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l for -d 'How long the condition must hold before the rule fires' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l webhook -d 'The http(s) URL told of each change' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l url -d 'The server\'s base URL' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l token -d 'Bearer token, for a server started with --token' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l absent -d 'Fire while the window holds no matching event at all'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -l format -d 'Output format' -r -f -a "table\t'Aligned columns for people (boxes only on a terminal)'
+json\t'An array of objects, one per row, keyed by the CSV\'s column names'
+jsonl\t'One JSON object a line (events as `rta replay` reads them)'
+csv\t'Comma-separated, with a header row'
+tsv\t'Tab-separated, with a header row; tabs, newlines and backslashes in values escaped'"
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -l url -d 'The server\'s base URL' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -l token -d 'Bearer token, for a server started with --token' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -l url -d 'The server\'s base URL' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -l token -d 'Bearer token, for a server started with --token' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -l retry-for -d 'Keep retrying a refused connection, 429 or 503 this long before giving up' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -l timeout -d 'Give up on one request after this long' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a rule: a statistic over a window, a condition, and the webhook told when it fires and when it resolves'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the rules and where each stands (ok, pending, firing)'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Remove a rule'
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rta -n "__fish_rta_using_subcommand completions" -l log-format -d 'How log lines are written to stderr: `text` for people, `json` for log collectors (one JSON object a line)' -r -f -a "text\t''
+json\t''"
 complete -c rta -n "__fish_rta_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c rta -n "__fish_rta_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "serve" -d 'Run the server: ingest API, metrics API, WebSocket and dashboard'
-complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "generate" -d 'Stream synthetic events to a server (or to a file)'
-complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "replay" -d 'Push the events of a JSONL or CSV file to a server'
-complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "query" -d 'Print metrics as a table, JSON, CSV or TSV'
-complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "serve" -d 'Run the server: ingest API, metrics API, WebSocket and dashboard'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "generate" -d 'Stream synthetic events to a server (or to a file)'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "replay" -d 'Push the events of a JSONL or CSV file to a server'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "query" -d 'Print metrics as a table, JSON, CSV or TSV'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "alerts" -d 'Add, list and remove alert rules (webhooks told when a number goes wrong)'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c rta -n "__fish_rta_using_subcommand help; and not __fish_seen_subcommand_from serve generate replay query alerts completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rta -n "__fish_rta_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "add" -d 'Add a rule: a statistic over a window, a condition, and the webhook told when it fires and when it resolves'
+complete -c rta -n "__fish_rta_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "list" -d 'List the rules and where each stands (ok, pending, firing)'
+complete -c rta -n "__fish_rta_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "rm" -d 'Remove a rule'

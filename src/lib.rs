@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules and the invariants between them.
 
+pub mod alert;
 pub mod bus;
 pub mod cli;
 pub mod client;

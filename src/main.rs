@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rta::cli::{Cli, Command};
+use rta::cli::{Cli, Command, LogFormat};
 use rta::client::{ClientError, UsageError, exit};
 use rta::cmd;
 
@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             Command::Generate(args) => cmd::generate::run(args).await,
             Command::Replay(args) => cmd::replay::run(args).await,
             Command::Query(args) => cmd::query::run(args).await,
+            Command::Alerts(args) => cmd::alerts::run(args).await,
             Command::Completions(args) => cmd::completions::run(args),
         }
     });
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     // Libraries speak only of trouble unless RTA_LOG names them
     // (RTA_LOG=debug,async_nats=debug).
     let quiet = "poem=warn,async_nats=warn";
@@ -59,9 +60,12 @@ fn init_logging() {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{quiet}")));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // tracing's own JSON lines: timestamp, level, target and fields.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }

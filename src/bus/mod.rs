@@ -22,7 +22,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod alerts;
 mod shared;
+
+pub use alerts::NatsBook;
 
 use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 use async_nats::{HeaderMap, HeaderValue};
@@ -54,6 +57,7 @@ const KEYS_BUCKET: &str = "rta_keys";
 const LEASE_BUCKET: &str = "rta_lease";
 const PROGRESS_BUCKET: &str = "rta_progress";
 const STATE_BUCKET: &str = "rta_state";
+const ALERTS_BUCKET: &str = "rta_alerts";
 
 /// The sequence number of the `index`-th event of the message at stream
 /// sequence `stream_seq`.
@@ -143,6 +147,8 @@ pub struct Bus {
     keys: kv::Store,
     lease: kv::Store,
     progress: kv::Store,
+    /// Alert rules, their states and the notifications owed.
+    alerts: kv::Store,
     /// Large shared values (the engine's saved state).
     state: object_store::ObjectStore,
     node_id: Arc<str>,
@@ -229,10 +235,11 @@ impl Bus {
                 }
                 _ => BusError::JetStream(format!("cannot create the stream {STREAM}: {e}")),
             })?;
-        let (keys, lease, progress, state) = tokio::try_join!(
+        let (keys, lease, progress, alerts, state) = tokio::try_join!(
             bucket(&js, KEYS_BUCKET, Some(KEYS_KEPT)),
             bucket(&js, LEASE_BUCKET, Some(LEASE_TTL)),
             bucket(&js, PROGRESS_BUCKET, None),
+            bucket(&js, ALERTS_BUCKET, None),
             object_bucket(&js, STATE_BUCKET),
         )?;
         Ok(Self {
@@ -243,6 +250,7 @@ impl Bus {
             keys,
             lease,
             progress,
+            alerts,
             state,
             node_id: node_id.into(),
             instance: format!("{node_id}/{:016x}", rand::random::<u64>()).into(),

@@ -206,6 +206,19 @@ impl Client {
         })
     }
 
+    /// Sends a DELETE; `Ok(false)` when the server has no such thing (404).
+    pub async fn delete(&self, path: &str) -> Result<bool, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .send_with_retry(&url, || self.http.delete(&url))
+            .await?;
+        match response.status() {
+            status if status.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.server_error(&url, response).await),
+        }
+    }
+
     /// Sends, retrying failures in transit, 429 and 503 with backoff. Every
     /// request this client makes is idempotent (GETs, and ingests with a
     /// key, and queries, which only read), so a retry never stores anything

@@ -1,6 +1,7 @@
 //! One module per subcommand: each turns parsed arguments into a run and
 //! returns the exit code.
 
+pub mod alerts;
 pub mod completions;
 pub mod generate;
 pub mod query;

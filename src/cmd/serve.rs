@@ -47,6 +47,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .max(std::time::Duration::from_millis(100));
     config.idle_timeout = args.idle_timeout.max(std::time::Duration::from_millis(100));
     config.push_interval = args.push_interval.max(std::time::Duration::from_millis(10));
+    if let Some(url) = &args.alerts.public_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        crate::usage!(
+            "--public-url `{url}` must be the dashboard's http(s) address, such as https://rta.example.com"
+        );
+    }
+    config.alerts = server::AlertConfig {
+        interval: args
+            .alerts
+            .alert_interval
+            .max(std::time::Duration::from_millis(100)),
+        allow_private: args.alerts.allow_private_webhooks,
+        public_url: args.alerts.public_url,
+        retry_for: args.alerts.webhook_retry_for,
+    };
     config.limits = Limits {
         max_type_len: args.limits.max_type_len,
         max_source_len: args.limits.max_source_len,

@@ -184,13 +184,17 @@ impl Api {
             note: serde_json::to_string(&parsed.rejected).unwrap_or_default(),
         });
         let accepted = parsed.events.len() as u64;
+        let started = std::time::Instant::now();
         let report = match state.store.append(parsed.events, key).await? {
-            Appended::Stored { first_seq } => IngestReport {
-                accepted,
-                first_seq: Some(first_seq),
-                rejected: parsed.rejected.into_iter().map(Into::into).collect(),
-                replayed: None,
-            },
+            Appended::Stored { first_seq } => {
+                state.telemetry.ingested(accepted, started.elapsed());
+                IngestReport {
+                    accepted,
+                    first_seq: Some(first_seq),
+                    rejected: parsed.rejected.into_iter().map(Into::into).collect(),
+                    replayed: None,
+                }
+            }
             Appended::AlreadyStored {
                 first_seq,
                 accepted,

@@ -13,6 +13,7 @@ use super::{ClusterConfig, LiveEngine, ServeConfig};
 use crate::bus::Bus;
 use crate::feed::Feed;
 use crate::store::Store;
+use crate::store::alerts::{AlertBook, SqliteBook};
 use crate::store::clickhouse::ClickHouseStore;
 use crate::store::sqlite::SqliteStore;
 
@@ -64,6 +65,27 @@ impl Backend {
         match self {
             Self::Sqlite(store) => store.clone(),
             Self::Cluster { store, .. } => store.clone(),
+        }
+    }
+
+    /// Where alert rules, their states and owed notifications are kept:
+    /// next to the events, or in NATS for a cluster.
+    pub async fn alert_book(&self, config: &ServeConfig) -> anyhow::Result<Arc<dyn AlertBook>> {
+        match self {
+            Self::Sqlite(_) => {
+                let dir = config.data_dir.clone();
+                let book = tokio::task::spawn_blocking(move || SqliteBook::open(&dir)).await??;
+                Ok(Arc::new(book))
+            }
+            Self::Cluster { bus, .. } => Ok(Arc::new(bus.alert_book())),
+        }
+    }
+
+    /// Which store: `sqlite` or `clickhouse`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Cluster { .. } => "clickhouse",
         }
     }
 
@@ -170,7 +192,7 @@ impl Backend {
         let mut status = NodeStatus {
             node_id: config.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-            store: "sqlite".into(),
+            store: self.kind().into(),
             location: config.data_dir.display().to_string(),
             bus: None,
             events,
@@ -180,7 +202,6 @@ impl Backend {
             summarised: None,
         };
         if let Self::Cluster { store, bus, .. } = self {
-            status.store = "clickhouse".into();
             status.location = store.url().redacted();
             status.bus = Some(bus.url().redacted());
             status.followed = Some(bus.followed());

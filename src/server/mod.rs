@@ -6,6 +6,7 @@
 //! port 0 and `main` decides how to stop it.
 
 mod access;
+mod alerts;
 mod api;
 mod backend;
 mod docs;
@@ -17,6 +18,7 @@ mod metrics;
 mod models;
 mod query;
 mod saved_state;
+mod telemetry;
 mod web;
 mod ws;
 
@@ -42,6 +44,7 @@ use crate::store::clickhouse::ClickHouseUrl;
 use crate::store::{Part, Store};
 
 pub use access::{check_allowed_host, check_origin};
+pub use alerts::AlertConfig;
 pub use error::ApiFailure;
 pub use live::LiveEngine;
 pub use metrics::MetricsParams;
@@ -76,6 +79,7 @@ pub struct ServeConfig {
     pub node_id: String,
     /// Set for a node of a cluster: ClickHouse and the bus instead of SQLite.
     pub cluster: Option<ClusterConfig>,
+    pub alerts: AlertConfig,
 }
 
 /// Where a cluster node keeps events and hears of them.
@@ -106,6 +110,12 @@ impl ServeConfig {
             idle_timeout: Duration::from_secs(120),
             node_id: "rta".into(),
             cluster: None,
+            alerts: AlertConfig {
+                interval: Duration::from_secs(1),
+                allow_private: false,
+                public_url: None,
+                retry_for: Duration::from_secs(600),
+            },
         }
     }
 }
@@ -118,6 +128,9 @@ pub struct AppState {
     pub backend: Arc<backend::Backend>,
     /// Metrics answers computed from the store run this many at a time.
     pub stored_answers: tokio::sync::Semaphore,
+    /// rta's own metrics, for `/metrics`.
+    pub telemetry: telemetry::Telemetry,
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 /// Binds `addr`; the returned acceptor knows its real port (for port 0).
@@ -161,8 +174,14 @@ pub async fn run(
         engine: engine.clone(),
         config: config.clone(),
     };
+    let alerts = Arc::new(alerts::Alerts::new(
+        backend.alert_book(&config).await?,
+        config.alerts.clone(),
+    )?);
     let state = Arc::new(AppState {
+        alerts: alerts.clone(),
         access: access::Access::new(&config),
+        telemetry: telemetry::Telemetry::new(&config.node_id, backend.kind()),
         config,
         store: store.clone(),
         engine: engine.clone(),
@@ -215,6 +234,7 @@ pub async fn run(
     };
     let hub_task = tokio::spawn(hub.clone().run(stopped()));
     let maintenance_task = tokio::spawn(maintenance.clone().run(stopped()));
+    let alerts_task = tokio::spawn(alerts.run(state.clone(), stopped()));
     let app = routes(state, hub);
     let server = Server::new_with_acceptor(acceptor)
         .idle_timeout(idle_timeout)
@@ -230,6 +250,7 @@ pub async fn run(
     let result = server.await;
     let _ = hub_task.await;
     let _ = maintenance_task.await;
+    let _ = alerts_task.await;
     for task in cluster_tasks {
         let _ = task.await;
     }
@@ -276,6 +297,12 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
                 state: state.clone(),
                 exports: Arc::new(tokio::sync::Semaphore::new(events::MAX_EXPORTS)),
             },
+            telemetry::TelemetryApi {
+                state: state.clone(),
+            },
+            alerts::AlertsApi {
+                state: state.clone(),
+            },
         ),
         "rta",
         env!("CARGO_PKG_VERSION"),
@@ -308,44 +335,77 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
 
 /// What every request meets first and every answer last: the Host check,
 /// same-origin requests stripped of their Origin (they are not CORS
-/// requests), and errors turned into the API's `{error, message}` body, with
-/// the `Allow` header on a 405.
+/// requests), errors turned into the API's `{error, message}` body, with
+/// the `Allow` header on a 405, and the answer counted for `/metrics`.
 async fn edge<E: Endpoint<Output = Response>>(
     ep: Arc<E>,
-    mut req: poem::Request,
+    req: poem::Request,
     state: Arc<AppState>,
 ) -> poem::Result<Response> {
+    let route = route_of(req.uri().path());
+    let method = req.method().clone();
+    let response = answer(ep, req, &state, route).await;
+    state
+        .telemetry
+        .count_request(route, &method, response.status());
+    Ok(response)
+}
+
+async fn answer<E: Endpoint<Output = Response>>(
+    ep: Arc<E>,
+    mut req: poem::Request,
+    state: &AppState,
+    route: Option<usize>,
+) -> Response {
     if let Err(message) = state.access.host_allowed(&req) {
-        return Ok(ApiFailure::Forbidden(message).into_response());
+        return ApiFailure::Forbidden(message).into_response();
     }
     if access::same_origin(&req) {
         req.headers_mut().remove(poem::http::header::ORIGIN);
     }
-    let path = req.uri().path().to_string();
     let mut response = match ep.call(req).await {
         Ok(response) => response,
         Err(err) => ApiFailure::Other(err.status(), err.to_string()).into_response(),
     };
     if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(allow) = allowed_methods(&path)
+        && let Some(route) = route
     {
-        response
-            .headers_mut()
-            .insert(poem::http::header::ALLOW, HeaderValue::from_static(allow));
+        response.headers_mut().insert(
+            poem::http::header::ALLOW,
+            HeaderValue::from_static(ROUTES[route].1),
+        );
     }
-    Ok(response)
+    response
 }
 
-/// The methods each route answers, for the `Allow` header of a 405.
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    match path {
-        "/api/ingest" | "/api/ingest/batch" => Some("POST"),
-        "/api/query" => Some("POST"),
-        "/" | "/healthz" | "/api/status" | "/api/metrics" | "/api/events" | "/api/openapi.json"
-        | "/api/ws" | "/docs" => Some("GET, HEAD"),
-        _ if path.starts_with("/assets/") => Some("GET, HEAD"),
-        _ => None,
-    }
+/// Every route: its template and the methods it answers (the `Allow`
+/// header of a 405, and the route label of rta's own metrics).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/", "GET, HEAD"),
+    ("/healthz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/api/status", "GET, HEAD"),
+    ("/api/ingest", "POST"),
+    ("/api/ingest/batch", "POST"),
+    ("/api/query", "POST"),
+    ("/api/metrics", "GET, HEAD"),
+    ("/api/events", "GET, HEAD"),
+    ("/api/alerts", "GET, HEAD, POST"),
+    ("/api/alerts/:name", "DELETE"),
+    ("/api/ws", "GET, HEAD"),
+    ("/api/openapi.json", "GET, HEAD"),
+    ("/docs", "GET, HEAD"),
+    ("/assets/*path", "GET, HEAD"),
+];
+
+/// The index in [`ROUTES`] of the route that serves `path`.
+pub fn route_of(path: &str) -> Option<usize> {
+    let template = match path {
+        _ if path.starts_with("/assets/") => "/assets/*path",
+        _ if path.starts_with("/api/alerts/") => "/api/alerts/:name",
+        _ => path,
+    };
+    ROUTES.iter().position(|(t, _)| *t == template)
 }
 
 #[handler]

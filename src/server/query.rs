@@ -109,52 +109,63 @@ impl QueryApi {
         query
             .check_fields(&catalog)
             .map_err(ApiFailure::BadRequest)?;
-        self.answer(query, now).await
+        let started = std::time::Instant::now();
+        let answer = self.answer(query, now).await;
+        self.state.telemetry.queried(started.elapsed());
+        answer
     }
 
-    /// Scans the store for the query, off the async threads.
-    async fn answer(&self, mut query: Query, now: Timestamp) -> Result<QueryOut, ApiFailure> {
-        // Retention is exact for every answer, whatever the last pass left.
-        let cutoff = self
-            .state
-            .config
-            .retention
-            .map(|keep| now.millis() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    async fn answer(&self, query: Query, now: Timestamp) -> Result<QueryOut, ApiFailure> {
         let asked = query.range;
-        query.range = query.range.not_before(cutoff);
-        let store = self.state.store.clone();
         let total = self.state.engine.with(|e| e.total());
-        // The live aggregates answer when they hold exactly these events.
-        let started = std::time::Instant::now();
-        let elapsed_ms = || started.elapsed().as_secs_f64() * 1000.0;
-        if let Some(answer) = self.state.engine.with(|e| e.answer(&query, cutoff)) {
-            let answer = answer.map_err(|e| ApiFailure::BadRequest(e.to_string()))?;
-            let read = QueryRead {
-                from: "engine".into(),
-                elapsed_ms: elapsed_ms(),
-                ..QueryRead::default()
-            };
-            return Ok(QueryOut::new(answer, asked, total, read));
-        }
-        // Scans run a few at a time (each takes two threads).
-        let _permit = self.state.stored_answers.acquire().await.ok();
-        let answered = tokio::task::spawn_blocking(move || {
-            crate::store::answer::answer(store.as_ref(), &query, SCAN_THREADS)
-        })
-        .await
-        .map_err(|e| ApiFailure::Unavailable(e.to_string()))?
-        .map_err(|e| match e {
-            AnswerError::Store(e) => ApiFailure::Unavailable(e.to_string()),
-            AnswerError::Query(e) => ApiFailure::BadRequest(e.to_string()),
-        })?;
-        let read = QueryRead {
-            from: "store".into(),
-            summary_hours: answered.summary_hours,
-            events_read: answered.events_read,
-            elapsed_ms: elapsed_ms(),
-        };
-        Ok(QueryOut::new(answered.answer, asked, total, read))
+        let (answer, read) = answer(&self.state, query, now).await?;
+        Ok(QueryOut::new(answer, asked, total, read))
     }
+}
+
+/// Answers a query from the live aggregates when they hold exactly its
+/// events, else from the store, off the async threads.
+pub async fn answer(
+    state: &Arc<AppState>,
+    mut query: Query,
+    now: Timestamp,
+) -> Result<(Answer, QueryRead), ApiFailure> {
+    // Retention is exact for every answer, whatever the last pass left.
+    let cutoff = state
+        .config
+        .retention
+        .map(|keep| now.millis() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    query.range = query.range.not_before(cutoff);
+    let store = state.store.clone();
+    let started = std::time::Instant::now();
+    let elapsed_ms = || started.elapsed().as_secs_f64() * 1000.0;
+    if let Some(answer) = state.engine.with(|e| e.answer(&query, cutoff)) {
+        let answer = answer.map_err(|e| ApiFailure::BadRequest(e.to_string()))?;
+        let read = QueryRead {
+            from: "engine".into(),
+            elapsed_ms: elapsed_ms(),
+            ..QueryRead::default()
+        };
+        return Ok((answer, read));
+    }
+    // Scans run a few at a time (each takes two threads).
+    let _permit = state.stored_answers.acquire().await.ok();
+    let answered = tokio::task::spawn_blocking(move || {
+        crate::store::answer::answer(store.as_ref(), &query, SCAN_THREADS)
+    })
+    .await
+    .map_err(|e| ApiFailure::Unavailable(e.to_string()))?
+    .map_err(|e| match e {
+        AnswerError::Store(e) => ApiFailure::Unavailable(e.to_string()),
+        AnswerError::Query(e) => ApiFailure::BadRequest(e.to_string()),
+    })?;
+    let read = QueryRead {
+        from: "store".into(),
+        summary_hours: answered.summary_hours,
+        events_read: answered.events_read,
+        elapsed_ms: elapsed_ms(),
+    };
+    Ok((answered.answer, read))
 }
 
 /// A query. Filters, breakdowns and statistics use the text syntax of

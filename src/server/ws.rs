@@ -386,6 +386,10 @@ impl Hub {
         view: MetricsView,
         mut updates: watch::Receiver<Arc<str>>,
     ) {
+        let clients = self.state.telemetry.ws_clients().clone();
+        clients.inc();
+        // Counted down however the connection ends.
+        let _connected = scopeguard(move || clients.dec());
         let (mut sink, mut incoming) = socket.split();
         let first = match self.first_message(&view).await {
             Ok(message) => message,
@@ -446,4 +450,17 @@ impl Subscriber for Hub {
         self.lock_recent().add(batch);
         self.committed.notify_one();
     }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

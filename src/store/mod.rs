@@ -6,6 +6,7 @@
 //! returns only once the events survive a crash, and once the
 //! [`Feed`](crate::feed::Feed) has them.
 
+pub mod alerts;
 pub mod answer;
 pub mod clickhouse;
 pub mod segment;
@@ -244,6 +245,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finishes pending writes and stops accepting new ones.
     async fn close(&self);
+
+    /// Append requests waiting now: queued for the writer, or waiting for
+    /// an acknowledgement. For rta's own metrics; cheap.
+    fn queue_depth(&self) -> usize;
 }
 
 #[cfg(test)]

@@ -396,8 +396,12 @@ async fn generate_survives_a_server_restart_without_duplicates() {
             ],
         )
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
     // Restart on the same address while the generator is sending.
+    let so_far = wait_for_events(&server, 50).await;
+    assert!(
+        so_far < 600,
+        "the restart comes mid-stream ({so_far} of 600 sent)"
+    );
     let dir = server.stop();
     let server = TestServer::start_in(dir, &["--addr", &addr]).await;
     let out = generator.join().unwrap();
@@ -424,7 +428,7 @@ async fn ctrl_c_stops_generate_cleanly_with_a_summary() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    wait_for_events(&server, 10).await;
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -445,4 +449,23 @@ async fn ctrl_c_stops_generate_cleanly_with_a_summary() {
         accepted,
         "the summary is exact"
     );
+}
+
+/// Waits (within 30 s) until the server holds at least `n` events; returns
+/// how many it holds.
+async fn wait_for_events(server: &TestServer, n: u64) -> u64 {
+    let started = std::time::Instant::now();
+    loop {
+        let total = server.metrics("").await["totalEvents"]
+            .as_u64()
+            .unwrap_or(0);
+        if total >= n {
+            return total;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{n} events stored within 30 s (only {total})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

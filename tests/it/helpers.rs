@@ -58,6 +58,7 @@ impl TestServer {
             .args(args)
             .env("RTA_LOG", "info")
             .env_remove("RTA_TOKEN")
+            .env_remove("RTA_LOG_FORMAT")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

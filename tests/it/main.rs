@@ -6,6 +6,7 @@ mod helpers;
 mod services;
 
 mod access;
+mod alerts;
 mod cli;
 mod client_edges;
 mod cluster;
@@ -17,5 +18,6 @@ mod metrics;
 mod query;
 mod restart;
 mod spec;
+mod telemetry;
 mod views;
 mod websocket;

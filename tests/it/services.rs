@@ -1,6 +1,7 @@
-//! The real ClickHouse and NATS servers a cluster test runs on: Debian's
-//! packages (`.ci/run` installs them), each started on its own free ports in
-//! a temporary directory and stopped by PID, never as a system service.
+//! The real ClickHouse, NATS and Prometheus servers tests run against:
+//! Debian's packages (`.ci/run` installs them), each started on its own free
+//! ports in a temporary directory and stopped by PID, never as a system
+//! service.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -146,22 +147,81 @@ impl Service {
 
     fn wait_ready(&self) {
         let port = self.port;
+        if self.program == "prometheus" {
+            return wait_until("prometheus answers /-/ready", || {
+                http_get(port, "/-/ready").is_some_and(|a| a.starts_with("HTTP/1.0 200"))
+            });
+        }
         if self.program == "nats-server" {
             return wait_until("nats-server accepts connections", || {
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             });
         }
         wait_until("clickhouse-server answers /ping", || {
-            let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-                return false;
-            };
-            use std::io::{Read, Write};
-            let _ = stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
-            let mut answer = String::new();
-            let _ = stream.read_to_string(&mut answer);
-            answer.ends_with("Ok.\n")
+            http_get(port, "/ping").is_some_and(|a| a.ends_with("Ok.\n"))
         });
     }
+
+    /// Asks Prometheus's HTTP API for an instant query; the first series'
+    /// value, if any.
+    pub async fn instant(&self, query: &str) -> Option<f64> {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+/// A bare HTTP/1.0 GET on the loopback: the whole answer, if any.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// `prometheus` scraping `target` (host:port) every second, with `token`
+/// as its bearer credentials when given.
+pub fn prometheus(target: &str, token: Option<&str>) -> Service {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = free_port();
+    let authorization = token
+        .map(|t| format!("    authorization:\n      credentials: {t}\n"))
+        .unwrap_or_default();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+         scrape_configs:\n  - job_name: rta\n{authorization}    static_configs:\n      - targets: ['{target}']\n"
+    );
+    let file = dir.path().join("prometheus.yml");
+    std::fs::write(&file, config).expect("the config is written");
+    let args = [
+        format!("--config.file={}", file.display()),
+        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+    ];
+    let child = spawn("prometheus", &args, &dir);
+    let service = Service {
+        child,
+        program: "prometheus",
+        args: args.to_vec(),
+        port,
+        dir,
+    };
+    service.wait_ready();
+    service
 }
 
 /// `clickhouse-server` with its own configuration, data and ports.

@@ -22,6 +22,10 @@ const NOT_DRIVEN: &[(&str, &str, u16)] = &[
     ("post", "/api/ingest/batch", 500),
     ("post", "/api/ingest", 503),
     ("post", "/api/ingest/batch", 503),
+    // The alert book (a SQLite file of its own) failing.
+    ("get", "/api/alerts", 503),
+    ("post", "/api/alerts", 503),
+    ("delete", "/api/alerts/{name}", 503),
 ];
 
 struct Spec {
@@ -325,6 +329,8 @@ async fn every_answer_matches_the_published_schema() {
         (&reader, "/healthz", StatusCode::OK),
         (&reader, "/api/status", StatusCode::OK),
         (&nobody, "/api/status", StatusCode::UNAUTHORIZED),
+        (&reader, "/metrics", StatusCode::OK),
+        (&nobody, "/metrics", StatusCode::UNAUTHORIZED),
         (&nobody, "/", StatusCode::OK),
     ];
     for (who, url, expected) in gets {
@@ -364,6 +370,105 @@ async fn every_answer_matches_the_published_schema() {
             .await;
         assert_eq!(status, expected, "POST /api/query {query}: {body}");
         spec.check("post", "/api/query", status, &ct, &body);
+    }
+
+    // Alert rules: added once, refused with the part at fault, listed, removed.
+    let rule = json!({"name": "spec-rule", "type": "sales", "where": ["region=Europe"],
+        "stat": "p95:amount", "window": "5m", "above": 100, "for": "1m",
+        "webhook": "https://hooks.example/rta"});
+    let short = json!({"name": "short", "window": "5s", "absent": true, "webhook": "https://hooks.example/"});
+    let calls: Vec<(&Call, Method, &str, Option<&Value>, StatusCode)> = vec![
+        (
+            &writer,
+            Method::POST,
+            "/api/alerts",
+            Some(&rule),
+            StatusCode::CREATED,
+        ),
+        (
+            &writer,
+            Method::POST,
+            "/api/alerts",
+            Some(&rule),
+            StatusCode::CONFLICT,
+        ),
+        (
+            &writer,
+            Method::POST,
+            "/api/alerts",
+            Some(&short),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &reader,
+            Method::POST,
+            "/api/alerts",
+            Some(&rule),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (&reader, Method::GET, "/api/alerts", None, StatusCode::OK),
+        (
+            &nobody,
+            Method::GET,
+            "/api/alerts",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            &reader,
+            Method::DELETE,
+            "/api/alerts/spec-rule",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            &writer,
+            Method::DELETE,
+            "/api/alerts/spec-rule",
+            None,
+            StatusCode::NO_CONTENT,
+        ),
+        (
+            &writer,
+            Method::DELETE,
+            "/api/alerts/spec-rule",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (who, method, path, body, expected) in calls {
+        let (content_type, bytes) = match body {
+            Some(b) => (Some("application/json"), b.to_string().into_bytes()),
+            None => (None, Vec::new()),
+        };
+        let (status, ct, answer) = who.send(method.clone(), path, content_type, bytes).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        if status == StatusCode::BAD_REQUEST {
+            assert!(
+                answer["message"].as_str().unwrap().contains("window"),
+                "{answer}"
+            );
+        }
+        if method == Method::GET && status == StatusCode::OK {
+            assert_eq!(answer[0]["name"], "spec-rule", "{answer}");
+            assert_eq!(answer[0]["state"], "ok");
+            assert_eq!(
+                answer[0]["webhook"], "https://hooks.example/…",
+                "no secret path"
+            );
+        }
+        let template = if path.starts_with("/api/alerts/") {
+            "/api/alerts/{name}"
+        } else {
+            path
+        };
+        spec.check(
+            &method.as_str().to_lowercase(),
+            template,
+            status,
+            &ct,
+            &answer,
+        );
     }
 
     // The limits the spec states are the server's, both ways.

@@ -18,7 +18,7 @@ mod rollup;
 mod rows;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,6 +57,25 @@ pub struct ClickHouseStore {
     last_cut: std::sync::Mutex<Option<std::time::Instant>>,
     /// How long the stream keeps events after they are loaded.
     keep_loaded: Duration,
+    /// Requests published and not yet acknowledged by JetStream.
+    publishing: Arc<AtomicUsize>,
+}
+
+/// Counts a request while it waits for JetStream, however its wait ends
+/// (a client that goes away drops the future).
+struct Publishing(Arc<AtomicUsize>);
+
+impl Publishing {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl From<ClickHouseError> for StoreError {
@@ -98,6 +117,7 @@ impl ClickHouseStore {
             leading: Arc::default(),
             last_cut: Default::default(),
             keep_loaded,
+            publishing: Default::default(),
         })
     }
 
@@ -163,14 +183,13 @@ impl Store for ClickHouseStore {
                 events.len()
             )));
         }
-        let appended = self
-            .bus
-            .publish(&events, key.as_ref())
-            .await
-            .map_err(|e| match e {
-                BusError::TooLarge { .. } => StoreError::TooLarge(e.to_string()),
-                e => write_err(e),
-            })?;
+        let publishing = Publishing::start(&self.publishing);
+        let published = self.bus.publish(&events, key.as_ref()).await;
+        drop(publishing);
+        let appended = published.map_err(|e| match e {
+            BusError::TooLarge { .. } => StoreError::TooLarge(e.to_string()),
+            e => write_err(e),
+        })?;
         let first_seq = match &appended {
             Appended::Stored { first_seq } | Appended::AlreadyStored { first_seq, .. } => {
                 *first_seq
@@ -449,6 +468,10 @@ impl Store for ClickHouseStore {
             due
         };
         retention::delete_before(&self.http, cutoff.millis(), cut_inside).await
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.publishing.load(Ordering::Relaxed)
     }
 
     async fn close(&self) {}

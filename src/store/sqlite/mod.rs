@@ -394,6 +394,10 @@ impl Store for SqliteStore {
         rollup::read(&self.path, range, types, take)
     }
 
+    fn queue_depth(&self) -> usize {
+        self.commands.max_capacity() - self.commands.capacity()
+    }
+
     async fn close(&self) {
         // The builder first: it may be waiting for the writer.
         let builder = std::mem::replace(
