@@ -45,6 +45,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/js/view.js"),
     ),
     (
+        "js/alerts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/js/alerts.js"),
+    ),
+    (
         "js/docs.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/js/docs.js"),

@@ -404,3 +404,47 @@ async fn rules_are_checked_guarded_and_managed_from_the_cli() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_cluster_notifies_each_change_once_and_hands_evaluation_over() {
+    let receiver = Receiver::start().await;
+    let cluster = crate::cluster::Cluster::start();
+    let env = [
+        ("RTA_ALERT_INTERVAL", "200ms"),
+        ("RTA_ALLOW_PRIVATE_WEBHOOKS", "true"),
+    ];
+    let a = cluster.node("a", &env).await;
+    let b = cluster.node("b", &env).await;
+    // Added on one node, evaluated by whichever leads, fed through the other.
+    let (status, body) = add(&a, mean_rule("shared", &receiver.url)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    ingest_amounts(&b, &[500.0]).await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0]["id"], "shared/1");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.got().len(), 1, "one node notifies");
+    for node in [&a, &b] {
+        assert_eq!(rules(node).await[0]["state"], "firing");
+    }
+
+    // The leading node killed: the other takes over, from the state written.
+    let leads = |node: &TestServer| {
+        node.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("evaluates the alert rules now"))
+    };
+    let (survivor, dead) = if leads(&a) { (b, a) } else { (a, b) };
+    drop(dead.kill9());
+    ingest_amounts(&survivor, &[1.0; 9]).await;
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[1]["id"], "shared/2");
+    assert_eq!(got[1]["state"], "resolved");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.got().len(),
+        2,
+        "nothing repeated after the takeover"
+    );
+}

@@ -3,6 +3,7 @@
 import { barChart, doughnutChart, resizeWithin, setBars, setSeries, timeChart } from './charts.js';
 import { brief, clock, colour, el, nthColour, number, setOptions } from './format.js';
 import { Live } from './live.js';
+import { watchAlerts } from './alerts.js';
 import { View, describeRange, equals, field, fromLocalInput, toLocalInput } from './view.js';
 
 const MAX_EVENTS = 50;
@@ -476,3 +477,4 @@ renderChips();
 const openTab = tabs.find((t) => t.id === `tab-${state.view.tab}`);
 if (openTab) selectTab(openTab, { remember: false });
 live.connect(state.view.params(), initialToken());
+watchAlerts(authHeaders);

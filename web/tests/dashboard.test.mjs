@@ -1,5 +1,6 @@
 // The dashboard in a real headless Chromium against a real `rta serve`.
 
+import { createServer } from 'node:http';
 import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -218,5 +219,49 @@ test('asks for the read token, and remembers it', async () => {
     await context.close();
   } finally {
     await server.dispose();
+  }
+});
+
+test('shows which alert rules fire and when each last changed', async () => {
+  // A webhook receiver: every notification answered 200.
+  const hooks = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { hooks.push(JSON.parse(body)); res.end('ok'); });
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const webhook = `http://127.0.0.1:${receiver.address().port}/hook`;
+  const server = await Server.start({ args: ['--alert-interval', '200ms', '--allow-private-webhooks'] });
+  try {
+    const { context, page, errors } = await open(server);
+    await page.waitForSelector('#status[data-state="connected"]');
+    assert.equal(await page.isVisible('#alerts'), false, 'no rules, no card');
+    for (const rule of [
+      { name: 'big-sales', type: 'sales', stat: 'max:amount', window: '1h', above: 30, webhook },
+      { name: 'no-users', type: 'users', window: '10m', absent: true, for: '1h', webhook },
+      { name: 'quiet', type: 'sales', stat: 'count', window: '1h', above: 1000, webhook },
+    ]) {
+      const response = await fetch(`${server.url}/api/alerts`, {
+        method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(rule),
+      });
+      assert.equal(response.status, 201, await response.text());
+    }
+    await server.ingest(sales(30));
+    await page.waitForSelector('#alerts tr[data-rule="big-sales"][data-state="firing"]', { timeout: 10000 });
+    await page.waitForSelector('#alerts tr[data-rule="no-users"][data-state="pending"]', { timeout: 10000 });
+    await page.waitForSelector('#alerts tr[data-rule="quiet"][data-state="ok"]');
+    assert.equal(await text(page, '#alerts-summary'), '1 of 3 firing');
+    const first = await page.locator('#alerts-body tr').first().getAttribute('data-rule');
+    assert.equal(first, 'big-sales', 'firing rules first');
+    assert.match(await text(page, '#alerts tr[data-rule="big-sales"]'), /max:amount > 30 over 1h.*sales.*s ago/);
+    assert.equal(hooks.length, 1);
+    assert.equal(hooks[0].rule, 'big-sales');
+    await page.screenshot({ path: `${SHOTS}/alerts.png`, fullPage: true });
+    assert.deepEqual(errors, []);
+    await context.close();
+  } finally {
+    await server.dispose();
+    receiver.close();
   }
 });
