@@ -533,7 +533,7 @@ pub enum AlertsCommand {
   rta alerts add --name busy --stat rate --window 1m --above 1000 --webhook https://hooks.example/rta
 
 The webhook gets a POST with a JSON body when the rule fires and when it resolves:
-{\"id\": \"slow-mobile/1\", \"rule\": \"slow-mobile\", \"state\": \"firing\", \"value\": 612.5,
+{\"id\": \"slow-mobile/1-5f2c9a01\", \"rule\": \"slow-mobile\", \"state\": \"firing\", \"value\": 612.5,
  \"condition\": \"above\", \"threshold\": 500, \"stat\": \"p95:latency_ms\", \"window\": \"5m\",
  \"time\": \"2026-12-02T12:00:00.000Z\", \"link\": \"https://rta.example.com/?window=5m&...\"}")]
 pub struct AlertAddArgs {

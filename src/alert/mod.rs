@@ -102,8 +102,11 @@ impl RuleSpec {
     /// loopback, link-local or private address.
     pub fn validate(self, allow_private: bool) -> Result<Rule, RuleError> {
         let name = self.name.trim();
-        if name.is_empty()
-            || name.len() > MAX_NAME
+        let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if name.len() > MAX_NAME
+            || !edge(name.chars().next())
+            || !edge(name.chars().last())
+            || name.contains("..")
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -111,7 +114,8 @@ impl RuleSpec {
             return Err(refuse(
                 "name",
                 format!(
-                    "`{}` is not a rule name: use 1-{MAX_NAME} letters, digits, `-`, `_` or `.`",
+                    "`{}` is not a rule name: use 1-{MAX_NAME} letters, digits, `-`, `_` or `.`, \
+                     starting and ending with a letter or digit",
                     self.name
                 ),
             ));
@@ -311,8 +315,10 @@ impl Change {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
-    /// Unique per change (`NAME/N`, N counting the rule's changes): a
-    /// receiver that sees one twice (a retry after a lost answer) drops it.
+    /// Unique per change (`NAME/N-INCARNATION`: N counts the rule's
+    /// changes, the incarnation tells a rule from one added before under
+    /// its name): a receiver that sees one twice (a retry after a lost
+    /// answer) drops it.
     pub id: String,
     pub rule: String,
     /// `firing` or `resolved`.
@@ -333,6 +339,7 @@ pub struct Notification {
 impl Notification {
     pub fn new(
         rule: &Rule,
+        incarnation: &str,
         change: Change,
         number: u64,
         value: Option<f64>,
@@ -340,7 +347,7 @@ impl Notification {
         public_url: Option<&str>,
     ) -> Self {
         Notification {
-            id: format!("{}/{number}", rule.name()),
+            id: format!("{}/{number}-{incarnation}", rule.name()),
             rule: rule.name().to_string(),
             state: change.name().to_string(),
             value,

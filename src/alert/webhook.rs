@@ -60,11 +60,33 @@ impl WebhookUrl {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => is_public_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+        IpAddr::V6(ip) => match embedded_v4(ip) {
             Some(v4) => is_public_v4(v4),
             None => is_public_v6(ip),
         },
     }
+}
+
+/// The IPv4 address an IPv6 address carries and is routed to: mapped
+/// (`::ffff:a.b.c.d`), translated (`::ffff:0:a.b.c.d`), NAT64
+/// (`64:ff9b::a.b.c.d`) or 6to4 (`2002:AABB:CCDD::`).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let last =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 {
+        return Some(last(s[6], s[7]));
+    }
+    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        return Some(last(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return Some(last(s[1], s[2]));
+    }
+    None
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -91,6 +113,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         // fc00::/7 unique local, fe80::/10 link-local, 2001:db8::/32 documentation
         || (first & 0xfe00) == 0xfc00
         || (first & 0xffc0) == 0xfe80
+        // fec0::/10 site-local (deprecated, still routed inward)
+        || (first & 0xffc0) == 0xfec0
         || (first == 0x2001 && ip.segments()[1] == 0x0db8)
         // 64:ff9b:1::/48 local NAT64, ::/96 IPv4-compatible
         || (first == 0x0064 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 1)
@@ -121,6 +145,12 @@ mod tests {
             "http://[fd00::1]/",
             "http://[::ffff:127.0.0.1]/",
             "http://[::ffff:10.0.0.1]/",
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[64:ff9b::10.0.0.1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[2002:c0a8:0101::1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[fec0::1]/",
             "http://2130706433/",
             "http://0x7f000001/",
             "http://0177.0.0.1/",
@@ -141,6 +171,8 @@ mod tests {
             "https://[2606:4700::1111]/x",
             "http://172.32.0.1/",
             "http://100.128.0.1/",
+            "http://[64:ff9b::5db8:d70e]/",
+            "http://[2002:5db8:d70e::1]/",
         ] {
             assert!(WebhookUrl::parse(public, false).is_ok(), "{public}");
         }

@@ -1,14 +1,16 @@
-//! A cluster's alert book, in the NATS key-value bucket `rta_alerts`:
-//! `rule.NAME` holds a rule with its state, `owed.NAME.N` the N-th
-//! notification a rule owes. One node evaluates and delivers at a time
+//! A cluster's alert book, in the NATS key-value bucket `rta_alerts`: one
+//! key per rule (`rule.NAME`) holding the rule, its state and the
+//! notifications it still owes. One node evaluates and delivers at a time
 //! (the `alerts` lease).
 //!
-//! A state change writes the notification first, then the rule's state by
-//! compare-and-set. A node that stops between the two leaves a
-//! notification whose key the next evaluator writes again (the same rule,
-//! the same change number): it is delivered once.
+//! Every write is a compare-and-set on the rule's key, so a state change
+//! and the notification it owes land together or not at all, and a node
+//! that lost the lease without knowing it cannot overwrite what the new
+//! leader wrote. A removed rule that still owes notifications stays as a
+//! tombstone until they are delivered.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::Mutex;
 
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
@@ -17,9 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Bus;
 use crate::alert::{RuleSpec, State};
-use crate::store::alerts::{AlertBook, BookError, KeptRule, Owed, Transition};
+use crate::store::alerts::{AlertBook, BookError, KeptRule, Owed, Transition, new_incarnation};
 
 const LEASE: &str = "alerts";
+/// Compare-and-set attempts before giving up on one write.
+const ATTEMPTS: usize = 5;
 
 pub struct NatsBook {
     bus: Arc<Bus>,
@@ -27,19 +31,25 @@ pub struct NatsBook {
     lease: Mutex<Option<u64>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredRule {
     spec: RuleSpec,
+    incarnation: String,
     state: String,
     since_ms: Option<i64>,
     changed_ms: Option<i64>,
     changes: u64,
+    /// Set once removed: kept only while notifications are owed.
+    #[serde(default)]
+    removed: bool,
+    /// Owed notifications, oldest first.
+    #[serde(default)]
+    owed: Vec<StoredOwed>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredOwed {
     id: String,
-    rule: String,
     webhook: String,
     body: String,
     created_ms: i64,
@@ -55,11 +65,6 @@ fn rule_key(name: &str) -> String {
     format!("rule.{name}")
 }
 
-/// `NAME/N` -> `owed.NAME.N`.
-fn owed_key(id: &str) -> String {
-    format!("owed.{}", id.replacen('/', ".", 1))
-}
-
 impl Bus {
     pub fn alert_book(self: &Arc<Self>) -> NatsBook {
         NatsBook {
@@ -69,47 +74,86 @@ impl Bus {
     }
 }
 
+/// What a compare-and-set write does with the rule it read.
+enum Edit {
+    Write(Box<StoredRule>),
+    Purge,
+    Leave,
+}
+
 impl NatsBook {
     fn store(&self) -> &kv::Store {
         &self.bus.alerts
     }
 
-    async fn entries(&self, prefix: &str) -> Result<Vec<(String, kv::Entry)>, BookError> {
+    /// Every rule entry, tombstones included, with its revision.
+    async fn entries(&self) -> Result<Vec<(StoredRule, u64)>, BookError> {
         let mut keys = self.store().keys().await.map_err(storage)?;
         let mut names = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(storage)?;
-            if key.starts_with(prefix) {
+            if key.starts_with("rule.") {
                 names.push(key);
             }
         }
-        let mut entries = Vec::new();
+        let mut rules = Vec::new();
         for key in names {
-            if let Some(entry) = self.store().entry(&key).await.map_err(storage)?
-                && entry.operation == kv::Operation::Put
-            {
-                entries.push((key, entry));
+            if let Some((rule, revision)) = self.read(&key).await? {
+                rules.push((rule, revision));
             }
         }
-        Ok(entries)
+        Ok(rules)
     }
 
-    async fn put_owed(&self, owed: &Owed) -> Result<(), BookError> {
-        let stored = StoredOwed {
-            id: owed.id.clone(),
-            rule: owed.rule.clone(),
-            webhook: owed.webhook.clone(),
-            body: owed.body.clone(),
-            created_ms: owed.created_ms,
-            attempts: owed.attempts,
-            next_ms: owed.next_ms,
-        };
-        let bytes = serde_json::to_vec(&stored).map_err(storage)?;
-        self.store()
-            .put(owed_key(&owed.id), bytes.into())
-            .await
-            .map_err(storage)?;
-        Ok(())
+    async fn read(&self, key: &str) -> Result<Option<(StoredRule, u64)>, BookError> {
+        let entry = self.store().entry(key).await.map_err(storage)?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| {
+                serde_json::from_slice::<StoredRule>(&e.value)
+                    .ok()
+                    .map(|rule| (rule, e.revision))
+            }))
+    }
+
+    /// Reads the rule `name`, lets `edit` decide, and writes by
+    /// compare-and-set, again from a fresh read if another write came
+    /// first. Answers whether something was written.
+    async fn edit(
+        &self,
+        name: &str,
+        mut edit: impl FnMut(StoredRule) -> Edit,
+    ) -> Result<bool, BookError> {
+        let key = rule_key(name);
+        for _ in 0..ATTEMPTS {
+            let Some((rule, revision)) = self.read(&key).await? else {
+                return Ok(false);
+            };
+            let written = match edit(rule) {
+                Edit::Leave => return Ok(false),
+                Edit::Purge => {
+                    self.store()
+                        .purge_expect_revision(&key, Some(revision))
+                        .await
+                }
+                Edit::Write(rule) => {
+                    let bytes = serde_json::to_vec(&rule).map_err(storage)?;
+                    self.store()
+                        .update(&key, bytes.into(), revision)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            match written {
+                Ok(()) => return Ok(true),
+                // Another write came first: read again.
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
+                Err(e) => return Err(storage(e)),
+            }
+        }
+        Err(BookError::Storage(format!(
+            "the rule {name} kept changing under {ATTEMPTS} writes"
+        )))
     }
 }
 
@@ -133,119 +177,167 @@ impl AlertBook for NatsBook {
     }
 
     async fn rules(&self) -> Result<Vec<KeptRule>, BookError> {
-        let mut rules = Vec::new();
-        for (_, entry) in self.entries("rule.").await? {
-            let Ok(stored) = serde_json::from_slice::<StoredRule>(&entry.value) else {
-                continue;
-            };
-            rules.push(KeptRule {
-                state: State::from_parts(&stored.state, stored.since_ms).unwrap_or(State::Ok),
-                spec: stored.spec,
-                changed_ms: stored.changed_ms,
-                changes: stored.changes,
-            });
-        }
+        let mut rules: Vec<KeptRule> = self
+            .entries()
+            .await?
+            .into_iter()
+            .filter(|(rule, _)| !rule.removed)
+            .map(|(rule, revision)| KeptRule {
+                state: State::from_parts(&rule.state, rule.since_ms).unwrap_or(State::Ok),
+                spec: rule.spec,
+                incarnation: rule.incarnation,
+                changed_ms: rule.changed_ms,
+                changes: rule.changes,
+                revision,
+            })
+            .collect();
         rules.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         Ok(rules)
     }
 
     async fn add(&self, spec: &RuleSpec) -> Result<(), BookError> {
-        let stored = StoredRule {
+        let fresh = |owed: Vec<StoredOwed>| StoredRule {
             spec: spec.clone(),
+            incarnation: new_incarnation(),
             state: State::Ok.name().into(),
             since_ms: None,
             changed_ms: None,
             changes: 0,
+            removed: false,
+            owed,
         };
-        let bytes = serde_json::to_vec(&stored).map_err(storage)?;
+        let bytes = serde_json::to_vec(&fresh(Vec::new())).map_err(storage)?;
         match self
             .store()
             .create(rule_key(&spec.name), bytes.into())
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                Err(BookError::Exists(spec.name.clone()))
-            }
-            Err(e) => Err(storage(e)),
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(storage(e)),
+        }
+        // A tombstone still owing notifications is replaced, keeping them.
+        let mut exists = false;
+        let replaced = self
+            .edit(&spec.name, |old| {
+                if old.removed {
+                    Edit::Write(Box::new(fresh(old.owed)))
+                } else {
+                    exists = true;
+                    Edit::Leave
+                }
+            })
+            .await?;
+        if replaced {
+            Ok(())
+        } else if exists {
+            Err(BookError::Exists(spec.name.clone()))
+        } else {
+            Err(storage(format!(
+                "the rule {} could not be added",
+                spec.name
+            )))
         }
     }
 
     async fn remove(&self, name: &str) -> Result<bool, BookError> {
-        let key = rule_key(name);
-        let exists = matches!(
-            self.store().entry(&key).await.map_err(storage)?,
-            Some(entry) if entry.operation == kv::Operation::Put
-        );
-        if exists {
-            self.store().purge(&key).await.map_err(storage)?;
-        }
-        Ok(exists)
+        self.edit(name, |mut rule| {
+            if rule.removed {
+                Edit::Leave
+            } else if rule.owed.is_empty() {
+                Edit::Purge
+            } else {
+                rule.removed = true;
+                Edit::Write(Box::new(rule))
+            }
+        })
+        .await
     }
 
-    async fn record(&self, t: Transition) -> Result<(), BookError> {
-        if let Some(owed) = &t.owed {
-            self.put_owed(owed).await?;
-        }
+    async fn record(&self, t: Transition) -> Result<bool, BookError> {
         let key = rule_key(&t.rule);
-        let Some(entry) = self.store().entry(&key).await.map_err(storage)? else {
-            return Ok(()); // removed meanwhile
+        let Some((mut rule, revision)) = self.read(&key).await? else {
+            return Ok(false);
         };
-        let Ok(mut stored) = serde_json::from_slice::<StoredRule>(&entry.value) else {
-            return Ok(());
-        };
-        stored.state = t.state.name().into();
-        stored.since_ms = t.state.since().map(|s| s.millis());
-        stored.changed_ms = Some(t.at_ms);
-        stored.changes = t.changes;
-        let bytes = serde_json::to_vec(&stored).map_err(storage)?;
-        self.store()
-            .update(&key, bytes.into(), entry.revision)
-            .await
-            .map_err(storage)?;
-        Ok(())
+        if revision != t.revision || rule.incarnation != t.incarnation || rule.removed {
+            return Ok(false);
+        }
+        rule.state = t.state.name().into();
+        rule.since_ms = t.state.since().map(|s| s.millis());
+        rule.changed_ms = Some(t.at_ms);
+        rule.changes = t.changes;
+        if let Some(owed) = t.owed {
+            rule.owed.push(StoredOwed {
+                id: owed.id,
+                webhook: owed.webhook,
+                body: owed.body,
+                created_ms: owed.created_ms,
+                attempts: owed.attempts,
+                next_ms: owed.next_ms,
+            });
+        }
+        let bytes = serde_json::to_vec(&rule).map_err(storage)?;
+        match self.store().update(&key, bytes.into(), revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(storage(e)),
+        }
     }
 
     async fn owed(&self) -> Result<Vec<Owed>, BookError> {
-        let mut owed: Vec<Owed> = self
-            .entries("owed.")
-            .await?
+        let mut entries = self.entries().await?;
+        entries.sort_by(|(a, _), (b, _)| a.spec.name.cmp(&b.spec.name));
+        Ok(entries
             .into_iter()
-            .filter_map(|(_, entry)| serde_json::from_slice::<StoredOwed>(&entry.value).ok())
-            .map(|o| Owed {
-                id: o.id,
-                rule: o.rule,
-                webhook: o.webhook,
-                body: o.body,
-                created_ms: o.created_ms,
-                attempts: o.attempts,
-                next_ms: o.next_ms,
+            .flat_map(|(rule, _)| {
+                let name = rule.spec.name;
+                rule.owed.into_iter().map(move |o| Owed {
+                    id: o.id,
+                    rule: name.clone(),
+                    webhook: o.webhook,
+                    body: o.body,
+                    created_ms: o.created_ms,
+                    attempts: o.attempts,
+                    next_ms: o.next_ms,
+                })
             })
-            .collect();
-        owed.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-        Ok(owed)
+            .collect())
     }
 
-    async fn settle(&self, id: &str) -> Result<(), BookError> {
-        self.store().purge(owed_key(id)).await.map_err(storage)?;
-        Ok(())
+    async fn settle(&self, rule: &str, id: &str) -> Result<(), BookError> {
+        self.edit(rule, |mut stored| {
+            let before = stored.owed.len();
+            stored.owed.retain(|o| o.id != id);
+            if stored.owed.len() == before {
+                Edit::Leave
+            } else if stored.removed && stored.owed.is_empty() {
+                Edit::Purge
+            } else {
+                Edit::Write(Box::new(stored))
+            }
+        })
+        .await
+        .map(|_| ())
     }
 
-    async fn retry_later(&self, id: &str, attempts: u32, next_ms: i64) -> Result<(), BookError> {
-        let key = owed_key(id);
-        let Some(entry) = self.store().entry(&key).await.map_err(storage)? else {
-            return Ok(());
-        };
-        let Ok(mut stored) = serde_json::from_slice::<StoredOwed>(&entry.value) else {
-            return Ok(());
-        };
-        stored.attempts = attempts;
-        stored.next_ms = next_ms;
-        let bytes = serde_json::to_vec(&stored).map_err(storage)?;
-        self.store()
-            .put(&key, bytes.into())
-            .await
-            .map_err(storage)?;
-        Ok(())
+    async fn retry_later(
+        &self,
+        rule: &str,
+        id: &str,
+        attempts: u32,
+        next_ms: i64,
+    ) -> Result<(), BookError> {
+        self.edit(rule, |mut stored| {
+            match stored.owed.iter_mut().find(|o| o.id == id) {
+                Some(owed) => {
+                    owed.attempts = attempts;
+                    owed.next_ms = next_ms;
+                    Edit::Write(Box::new(stored))
+                }
+                None => Edit::Leave,
+            }
+        })
+        .await
+        .map(|_| ())
     }
 }

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,8 +64,13 @@ pub struct Alerts {
     seen: Mutex<HashMap<String, Seen>>,
     /// Woken when a notification is owed or one was settled.
     owed: Notify,
+    /// Rules with a delivery on its way.
     in_flight: Mutex<HashSet<String>>,
+    /// Deliveries ended, per rule.
+    ended: Mutex<HashMap<String, u64>>,
     deliveries: Arc<Semaphore>,
+    /// Whether this node evaluates and delivers (kept by `keep_lead`).
+    leading: AtomicBool,
 }
 
 impl Alerts {
@@ -74,7 +80,8 @@ impl Alerts {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rta/", env!("CARGO_PKG_VERSION")));
         if !config.allow_private {
-            client = client.dns_resolver(Arc::new(PublicOnly));
+            // A proxy would resolve the name itself, past this check.
+            client = client.dns_resolver(Arc::new(PublicOnly)).no_proxy();
         }
         Ok(Self {
             book,
@@ -83,7 +90,9 @@ impl Alerts {
             seen: Mutex::default(),
             owed: Notify::new(),
             in_flight: Mutex::default(),
+            ended: Mutex::default(),
             deliveries: Arc::new(Semaphore::new(DELIVERIES)),
+            leading: AtomicBool::new(false),
         })
     }
 
@@ -91,23 +100,21 @@ impl Alerts {
     /// (always, alone; on a cluster, while it holds the lease).
     pub async fn run(self: Arc<Self>, state: Arc<AppState>, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        // The lease is kept every second, whatever the interval.
-        let mut tick = tokio::time::interval(self.config.interval.min(Duration::from_secs(1)));
+        let keeper = tokio::spawn(self.clone().keep_lead());
+        let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_evaluation: Option<std::time::Instant> = None;
-        let (mut failing, mut leading) = (false, false);
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    leading = self.book.lead().await;
-                    if !leading {
+                    if !self.leading.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if last_evaluation.is_some_and(|at| at.elapsed() + Duration::from_millis(50) < self.config.interval) {
-                        continue;
-                    }
-                    last_evaluation = Some(std::time::Instant::now());
-                    match self.evaluate_all(&state).await {
+                    let evaluated = tokio::select! {
+                        evaluated = self.evaluate_all(&state) => evaluated,
+                        _ = &mut stop => break,
+                    };
+                    match evaluated {
                         Ok(()) => failing = false,
                         Err(e) if !failing => {
                             tracing::warn!("alert rules not evaluated: {e}");
@@ -117,11 +124,35 @@ impl Alerts {
                     }
                     self.deliver_due().await;
                 }
-                _ = self.owed.notified(), if leading => self.deliver_due().await,
+                _ = self.owed.notified() => {
+                    if self.leading.load(Ordering::Relaxed) {
+                        self.deliver_due().await;
+                    }
+                }
                 _ = &mut stop => break,
             }
         }
+        // Deliveries on their way finish before another node may lead (it
+        // would send them again).
+        let _ = tokio::time::timeout(
+            WEBHOOK_TIMEOUT + Duration::from_secs(1),
+            self.deliveries.acquire_many(DELIVERIES as u32),
+        )
+        .await;
+        keeper.abort();
+        self.leading.store(false, Ordering::Relaxed);
         self.book.step_down().await;
+    }
+
+    /// Takes or keeps the lead every second, however long evaluations take.
+    async fn keep_lead(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let leads = self.book.lead().await;
+            self.leading.store(leads, Ordering::Relaxed);
+        }
     }
 
     async fn evaluate_all(&self, state: &Arc<AppState>) -> Result<(), BookError> {
@@ -145,8 +176,23 @@ impl Alerts {
                 continue;
             }
             let changes = kept.changes + u64::from(change.is_some());
-            let owed = change.map(|change| self.owe(&rule, change, changes, value, now));
-            if let Some(change) = change {
+            let owed = change
+                .map(|change| self.owe(&rule, &kept.incarnation, change, changes, value, now));
+            let recorded = self
+                .book
+                .record(Transition {
+                    rule: rule.name().to_string(),
+                    incarnation: kept.incarnation.clone(),
+                    revision: kept.revision,
+                    state: next,
+                    at_ms: now.millis(),
+                    changes,
+                    owed,
+                })
+                .await?;
+            // Not recorded: the rule changed since it was read (removed, or
+            // written by another node); the next tick starts from that.
+            if recorded && let Some(change) = change {
                 tracing::info!(
                     "alert {} is {} (value {}, {} {})",
                     rule.name(),
@@ -155,18 +201,6 @@ impl Alerts {
                     rule.spec.stat,
                     rule.spec.window
                 );
-            }
-            let owes = owed.is_some();
-            self.book
-                .record(Transition {
-                    rule: rule.name().to_string(),
-                    state: next,
-                    at_ms: now.millis(),
-                    changes,
-                    owed,
-                })
-                .await?;
-            if owes {
                 self.owed.notify_one();
             }
         }
@@ -176,6 +210,7 @@ impl Alerts {
     fn owe(
         &self,
         rule: &Rule,
+        incarnation: &str,
         change: Change,
         number: u64,
         value: Option<f64>,
@@ -183,6 +218,7 @@ impl Alerts {
     ) -> Owed {
         let note = Notification::new(
             rule,
+            incarnation,
             change,
             number,
             value,
@@ -203,6 +239,10 @@ impl Alerts {
     /// Starts delivering every notification that is due: the oldest owed
     /// of each rule, unless one of that rule's is on its way.
     async fn deliver_due(self: &Arc<Self>) {
+        // A delivery that ends while the book is read leaves a stale entry
+        // in what was read: rules whose deliveries ended meanwhile wait for
+        // the next round, which their ending asks for.
+        let ended_before = self.lock_ended().clone();
         let owed = match self.book.owed().await {
             Ok(owed) => owed,
             Err(e) => {
@@ -216,6 +256,9 @@ impl Alerts {
             if !rules.insert(owed.rule.clone()) || owed.next_ms > now {
                 continue;
             }
+            if self.lock_ended().get(&owed.rule) != ended_before.get(&owed.rule) {
+                continue;
+            }
             if !self.lock_in_flight().insert(owed.rule.clone()) {
                 continue;
             }
@@ -227,6 +270,7 @@ impl Alerts {
             tokio::spawn(async move {
                 let rule = owed.rule.clone();
                 alerts.deliver(owed).await;
+                *alerts.lock_ended().entry(rule.clone()).or_default() += 1;
                 alerts.lock_in_flight().remove(&rule);
                 drop(permit);
                 alerts.owed.notify_one();
@@ -236,7 +280,11 @@ impl Alerts {
 
     async fn deliver(&self, owed: Owed) {
         let outcome = match WebhookUrl::parse(&owed.webhook, self.config.allow_private) {
-            Err(reason) => Err(reason),
+            // The URL itself is not logged: its path may hold a secret.
+            Err(_) => Err(format!(
+                "its webhook {} is not allowed (a private address without --allow-private-webhooks?)",
+                redact(&owed.webhook)
+            )),
             Ok(url) => self
                 .client
                 .post(url.url().clone())
@@ -245,7 +293,7 @@ impl Alerts {
                 .body(owed.body.clone())
                 .send()
                 .await
-                .map_err(|e| describe(&e))
+                .map_err(describe)
                 .and_then(|answer| {
                     if answer.status().is_success() {
                         Ok(())
@@ -258,7 +306,7 @@ impl Alerts {
         let settled = match outcome {
             Ok(()) => {
                 tracing::info!("notification {} delivered", owed.id);
-                self.book.settle(&owed.id).await
+                self.book.settle(&owed.rule, &owed.id).await
             }
             Err(reason) => {
                 let attempts = owed.attempts.saturating_add(1);
@@ -269,7 +317,7 @@ impl Alerts {
                         "gave up on notification {} after {attempts} attempts: {reason}",
                         owed.id
                     );
-                    self.book.settle(&owed.id).await
+                    self.book.settle(&owed.rule, &owed.id).await
                 } else {
                     let backoff = 500u64.saturating_mul(1 << attempts.min(7)).min(60_000);
                     tracing::debug!(
@@ -277,7 +325,7 @@ impl Alerts {
                         owed.id
                     );
                     self.book
-                        .retry_later(&owed.id, attempts, now + backoff as i64)
+                        .retry_later(&owed.rule, &owed.id, attempts, now + backoff as i64)
                         .await
                 }
             }
@@ -293,6 +341,10 @@ impl Alerts {
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_ended(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn describe(&self, kept: &KeptRule) -> AlertOut {
@@ -329,10 +381,12 @@ async fn evaluate(
     Ok((events, value))
 }
 
-/// A request error with its causes (reqwest's own says little).
-fn describe(e: &reqwest::Error) -> String {
+/// A request error with its causes (reqwest's own says little), without
+/// the URL (its path may hold a secret).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
@@ -596,11 +650,14 @@ impl AlertsApi {
         match state.alerts.book.add(&rule.spec).await {
             Ok(()) => {
                 tracing::info!("alert rule {} added", rule.name());
+                // As the book has it now (the incarnation is not shown).
                 let kept = KeptRule {
                     spec: rule.spec,
+                    incarnation: String::new(),
                     state: State::Ok,
                     changed_ms: None,
                     changes: 0,
+                    revision: 0,
                 };
                 AddResponse::Created(Json(Box::new(AlertOut::new(&kept, None))))
             }

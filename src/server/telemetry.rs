@@ -62,7 +62,13 @@ pub struct Telemetry {
     ws_clients: IntGauge,
     engine_bytes: IntGauge,
     resident_bytes: IntGauge,
+    /// The engine's size as last measured, and when: measuring serialises
+    /// the engine, so it is done off the async threads, at most every
+    /// [`ENGINE_SIZE_EVERY`].
+    engine_size: tokio::sync::Mutex<Option<(std::time::Instant, usize)>>,
 }
+
+const ENGINE_SIZE_EVERY: Duration = Duration::from_secs(10);
 
 /// The levels read at each scrape.
 pub struct Levels {
@@ -161,6 +167,7 @@ impl Telemetry {
             ),
             requests,
             request_slots: (0..slots).map(|_| OnceLock::new()).collect(),
+            engine_size: tokio::sync::Mutex::new(None),
             registry,
         }
     }
@@ -197,6 +204,22 @@ impl Telemetry {
 
     pub fn queried(&self, took: Duration) {
         self.query.observe(took.as_secs_f64());
+    }
+
+    /// The live engine's saved size, measured at most every 10 s.
+    async fn engine_size(&self, engine: &Arc<super::LiveEngine>) -> usize {
+        let mut last = self.engine_size.lock().await;
+        if let Some((at, size)) = *last
+            && at.elapsed() < ENGINE_SIZE_EVERY
+        {
+            return size;
+        }
+        let engine = engine.clone();
+        let size = tokio::task::spawn_blocking(move || engine.with(|e| e.save_state().len()))
+            .await
+            .unwrap_or(0);
+        *last = Some((std::time::Instant::now(), size));
+        size
     }
 
     /// The gauge of connected WebSocket clients (the hub moves it).
@@ -254,9 +277,8 @@ impl TelemetryApi {
             let failure = ApiFailure::Unauthorized(denied.message("reading rta's metrics"));
             return ScrapeResponse::Unauthorized(failure.body());
         }
-        let (store_events, engine_bytes) = state
-            .engine
-            .with(|engine| (engine.total(), engine.save_state().len()));
+        let store_events = state.engine.with(|engine| engine.total());
+        let engine_bytes = state.telemetry.engine_size(&state.engine).await;
         let levels = Levels {
             writer_queue: state.store.queue_depth(),
             store_events,

@@ -27,11 +27,16 @@ pub enum BookError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeptRule {
     pub spec: RuleSpec,
+    /// Made when the rule was added: a rule removed and added again under
+    /// its name is another rule, and its notification ids differ.
+    pub incarnation: String,
     pub state: State,
     /// When the state last changed (ms), if ever.
     pub changed_ms: Option<i64>,
     /// Changes notified so far: the next notification's number is one more.
     pub changes: u64,
+    /// The version read, which a [`Transition`] must still find.
+    pub revision: u64,
 }
 
 /// A notification not yet delivered.
@@ -49,10 +54,13 @@ pub struct Owed {
     pub next_ms: i64,
 }
 
-/// A rule's new state, and the notification it owes, if any.
+/// A rule's new state, and the notification it owes, if any: written
+/// only if the rule is still the one read (same incarnation and revision).
 #[derive(Debug, Clone)]
 pub struct Transition {
     pub rule: String,
+    pub incarnation: String,
+    pub revision: u64,
     pub state: State,
     pub at_ms: i64,
     pub changes: u64,
@@ -71,24 +79,34 @@ pub trait AlertBook: Send + Sync {
     async fn step_down(&self) {}
 
     async fn rules(&self) -> Result<Vec<KeptRule>, BookError>;
-    /// Adds a rule in state `ok`; refused if the name is taken.
+    /// Adds a rule in state `ok`, with a new incarnation; refused if the
+    /// name is taken.
     async fn add(&self, spec: &RuleSpec) -> Result<(), BookError>;
     /// Removes a rule (notifications it still owes are still delivered);
     /// whether it existed.
     async fn remove(&self, name: &str) -> Result<bool, BookError>;
-    /// Writes a rule's new state and the notification it owes, together.
-    async fn record(&self, transition: Transition) -> Result<(), BookError>;
+    /// Writes a rule's new state and the notification it owes, together;
+    /// nothing when the rule changed since it was read (answers false).
+    async fn record(&self, transition: Transition) -> Result<bool, BookError>;
     /// Every notification owed, oldest first.
     async fn owed(&self) -> Result<Vec<Owed>, BookError>;
-    /// Forgets a notification: delivered, or given up on.
-    async fn settle(&self, id: &str) -> Result<(), BookError>;
-    async fn retry_later(&self, id: &str, attempts: u32, next_ms: i64) -> Result<(), BookError>;
+    /// Forgets a notification of `rule`: delivered, or given up on.
+    async fn settle(&self, rule: &str, id: &str) -> Result<(), BookError>;
+    async fn retry_later(
+        &self,
+        rule: &str,
+        id: &str,
+        attempts: u32,
+        next_ms: i64,
+    ) -> Result<(), BookError>;
 }
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rules (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'ok',
     since_ms INTEGER,
     changed_ms INTEGER,
@@ -150,7 +168,8 @@ impl AlertBook for SqliteBook {
         self.with(|conn| {
             let mut statement = conn
                 .prepare(
-                    "SELECT spec, state, since_ms, changed_ms, changes FROM rules ORDER BY name",
+                    "SELECT spec, state, since_ms, changed_ms, changes, incarnation, revision \
+                     FROM rules ORDER BY name",
                 )
                 .map_err(storage)?;
             let rows = statement
@@ -161,19 +180,24 @@ impl AlertBook for SqliteBook {
                         r.get::<_, Option<i64>>(2)?,
                         r.get::<_, Option<i64>>(3)?,
                         r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i64>(6)?,
                     ))
                 })
                 .map_err(storage)?;
             let mut kept = Vec::new();
             for row in rows {
-                let (spec, state, since, changed_ms, changes) = row.map_err(storage)?;
+                let (spec, state, since, changed_ms, changes, incarnation, revision) =
+                    row.map_err(storage)?;
                 let spec: RuleSpec = serde_json::from_str(&spec).map_err(storage)?;
                 let state = State::from_parts(&state, since).unwrap_or(State::Ok);
                 kept.push(KeptRule {
                     spec,
+                    incarnation,
                     state,
                     changed_ms,
                     changes: changes.max(0) as u64,
+                    revision: revision.max(0) as u64,
                 });
             }
             Ok(kept)
@@ -186,11 +210,13 @@ impl AlertBook for SqliteBook {
             spec.name.clone(),
             serde_json::to_string(spec).map_err(storage)?,
         );
+        let incarnation = new_incarnation();
         self.with(move |conn| {
             let added = conn
                 .execute(
-                    "INSERT INTO rules (name, spec) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                    params![name, text],
+                    "INSERT INTO rules (name, spec, incarnation) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name, text, incarnation],
                 )
                 .map_err(storage)?;
             if added == 0 {
@@ -211,20 +237,28 @@ impl AlertBook for SqliteBook {
         .await
     }
 
-    async fn record(&self, t: Transition) -> Result<(), BookError> {
+    async fn record(&self, t: Transition) -> Result<bool, BookError> {
         self.with(move |conn| {
             let tx = conn.transaction().map_err(storage)?;
-            tx.execute(
-                "UPDATE rules SET state = ?2, since_ms = ?3, changed_ms = ?4, changes = ?5 WHERE name = ?1",
-                params![
-                    t.rule,
-                    t.state.name(),
-                    t.state.since().map(|s| s.millis()),
-                    t.at_ms,
-                    t.changes as i64
-                ],
-            )
-            .map_err(storage)?;
+            let updated = tx
+                .execute(
+                    "UPDATE rules SET state = ?2, since_ms = ?3, changed_ms = ?4, changes = ?5, \
+                     revision = revision + 1 WHERE name = ?1 AND incarnation = ?6 AND revision = ?7",
+                    params![
+                        t.rule,
+                        t.state.name(),
+                        t.state.since().map(|s| s.millis()),
+                        t.at_ms,
+                        t.changes as i64,
+                        t.incarnation,
+                        t.revision as i64
+                    ],
+                )
+                .map_err(storage)?;
+            if updated == 0 {
+                // Removed, replaced or changed since it was read.
+                return Ok(false);
+            }
             if let Some(owed) = &t.owed {
                 tx.execute(
                     "INSERT INTO owed (id, rule, webhook, body, created_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
@@ -233,7 +267,8 @@ impl AlertBook for SqliteBook {
                 )
                 .map_err(storage)?;
             }
-            tx.commit().map_err(storage)
+            tx.commit().map_err(storage)?;
+            Ok(true)
         })
         .await
     }
@@ -263,7 +298,7 @@ impl AlertBook for SqliteBook {
         .await
     }
 
-    async fn settle(&self, id: &str) -> Result<(), BookError> {
+    async fn settle(&self, _rule: &str, id: &str) -> Result<(), BookError> {
         let id = id.to_string();
         self.with(move |conn| {
             conn.execute("DELETE FROM owed WHERE id = ?1", params![id])
@@ -273,7 +308,13 @@ impl AlertBook for SqliteBook {
         .await
     }
 
-    async fn retry_later(&self, id: &str, attempts: u32, next_ms: i64) -> Result<(), BookError> {
+    async fn retry_later(
+        &self,
+        _rule: &str,
+        id: &str,
+        attempts: u32,
+        next_ms: i64,
+    ) -> Result<(), BookError> {
         let id = id.to_string();
         self.with(move |conn| {
             conn.execute(
@@ -285,4 +326,9 @@ impl AlertBook for SqliteBook {
         })
         .await
     }
+}
+
+/// A new rule's incarnation: 8 hex digits, random.
+pub fn new_incarnation() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }

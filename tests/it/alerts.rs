@@ -118,6 +118,14 @@ fn mean_rule(name: &str, webhook: &str) -> Value {
            "window": "1h", "above": 100, "webhook": webhook})
 }
 
+/// The id of a notification without its rule's incarnation: `NAME/N`.
+fn change(note: &Value) -> String {
+    let id = note["id"].as_str().unwrap();
+    let (head, incarnation) = id.rsplit_once('-').unwrap();
+    assert_eq!(incarnation.len(), 8, "{id}");
+    head.to_string()
+}
+
 async fn rules(server: &TestServer) -> Vec<Value> {
     let (status, body) = server.get("/api/alerts").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -134,7 +142,7 @@ async fn a_rule_notifies_once_on_firing_and_once_on_resolving() {
     ingest_amounts(&server, &[500.0]).await;
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
     let firing = &got[0];
-    assert_eq!(firing["id"], "high-mean/1");
+    assert_eq!(change(firing), "high-mean/1");
     assert_eq!(firing["rule"], "high-mean");
     assert_eq!(firing["state"], "firing");
     assert_eq!(firing["value"], 500.0);
@@ -156,7 +164,12 @@ async fn a_rule_notifies_once_on_firing_and_once_on_resolving() {
     assert_eq!(receiver.got().len(), 1, "no repeat while firing");
     ingest_amounts(&server, &[1.0; 9]).await;
     let got = receiver.wait_for(2, Duration::from_secs(10)).await;
-    assert_eq!(got[1]["id"], "high-mean/2");
+    assert_eq!(change(&got[1]), "high-mean/2");
+    assert_eq!(
+        got[1]["id"].as_str().unwrap()[12..],
+        got[0]["id"].as_str().unwrap()[12..],
+        "one incarnation"
+    );
     assert_eq!(got[1]["state"], "resolved");
     assert_eq!(got[1]["value"], 50.9);
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -182,8 +195,25 @@ async fn a_rule_notifies_once_on_firing_and_once_on_resolving() {
         started.elapsed() >= Duration::from_millis(1800),
         "held for 2 s first"
     );
-    assert_eq!(got[2]["id"], "held/1");
+    assert_eq!(change(&got[2]), "held/1");
     assert_eq!(got[2]["value"], 15.0);
+
+    // A rule removed and added again under its name is another rule: its
+    // notifications are not mistaken for the old one's.
+    let (status, _) = server.delete("/api/alerts/high-mean").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let mut again = mean_rule("high-mean", &receiver.url);
+    again["above"] = Value::Null;
+    again["below"] = json!(100);
+    let (status, body) = add(&server, again).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let got = receiver.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(change(&got[3]), "high-mean/1");
+    assert_ne!(
+        got[3]["id"], got[0]["id"],
+        "not mistaken for the first rule's first"
+    );
+    assert_eq!(got[3]["condition"], "below");
 }
 
 #[tokio::test]
@@ -223,7 +253,7 @@ async fn restarts_neither_repeat_nor_forget_a_notification() {
     receiver.status.store(200, Ordering::SeqCst);
     let server = TestServer::start_in(dir, &args(&[])).await;
     let got = receiver.wait_for(2, Duration::from_secs(10)).await;
-    assert_eq!(got[1]["id"], "r/2");
+    assert_eq!(change(&got[1]), "r/2");
     assert_eq!(got[1]["state"], "resolved");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(receiver.got().len(), 2, "delivered once");
@@ -420,7 +450,7 @@ async fn a_cluster_notifies_each_change_once_and_hands_evaluation_over() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     ingest_amounts(&b, &[500.0]).await;
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
-    assert_eq!(got[0]["id"], "shared/1");
+    assert_eq!(change(&got[0]), "shared/1");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.got().len(), 1, "one node notifies");
     for node in [&a, &b] {
@@ -439,7 +469,7 @@ async fn a_cluster_notifies_each_change_once_and_hands_evaluation_over() {
     drop(dead.kill9());
     ingest_amounts(&survivor, &[1.0; 9]).await;
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;
-    assert_eq!(got[1]["id"], "shared/2");
+    assert_eq!(change(&got[1]), "shared/2");
     assert_eq!(got[1]["state"], "resolved");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -447,4 +477,17 @@ async fn a_cluster_notifies_each_change_once_and_hands_evaluation_over() {
         2,
         "nothing repeated after the takeover"
     );
+
+    // Removed and added again: another rule, with ids of its own.
+    let (status, _) = survivor.delete("/api/alerts/shared").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(rules(&survivor).await.is_empty());
+    let mut again = mean_rule("shared", &receiver.url);
+    again["above"] = Value::Null;
+    again["below"] = json!(100);
+    let (status, body) = add(&survivor, again).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let got = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(change(&got[2]), "shared/1");
+    assert_ne!(got[2]["id"], got[0]["id"]);
 }

@@ -196,6 +196,19 @@ impl TestServer {
         (status, json)
     }
 
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("the server answers");
+        let status = resp.status();
+        let text = resp.text().await.expect("a body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
     pub async fn metrics(&self, query: &str) -> Value {
         let (status, body) = self.get(&format!("/api/metrics{query}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
