@@ -121,7 +121,7 @@ fn condition(rule: &Value) -> String {
 
 async fn remove(args: AlertRmArgs) -> anyhow::Result<u8> {
     let client = Client::new(&args.client, Purpose::Write)?;
-    let path = format!("/api/alerts/{}", encode(&args.name));
+    let path = format!("/api/alerts/{}", super::query::encode(&args.name));
     if client.delete(&path).await? {
         eprintln!("removed alert rule {}", args.name);
         Ok(exit::OK)
@@ -129,16 +129,4 @@ async fn remove(args: AlertRmArgs) -> anyhow::Result<u8> {
         eprintln!("error: no alert rule is named `{}`", args.name);
         Ok(exit::FAILED)
     }
-}
-
-/// Percent-encodes a path segment.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -184,25 +184,18 @@ impl TestServer {
     }
 
     pub async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path_and_query}", self.url))
-            .send()
+        self.send(self.http.get(format!("{}{path_and_query}", self.url)))
             .await
-            .expect("the server answers");
-        let status = resp.status();
-        let text = resp.text().await.expect("a body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, json)
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .delete(format!("{}{path}", self.url))
-            .send()
+        self.send(self.http.delete(format!("{}{path}", self.url)))
             .await
-            .expect("the server answers");
+    }
+
+    /// The status and the body, as JSON when it is.
+    async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = request.send().await.expect("the server answers");
         let status = resp.status();
         let text = resp.text().await.expect("a body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));

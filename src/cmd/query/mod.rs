@@ -53,8 +53,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// Percent-encodes a query string value.
-fn encode(s: &str) -> String {
+/// Percent-encodes a query string value or a path segment.
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
