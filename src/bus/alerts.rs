@@ -27,9 +27,20 @@ const ATTEMPTS: usize = 5;
 
 pub struct NatsBook {
     bus: Arc<Bus>,
-    /// The lease's revision while this node holds it.
-    lease: Mutex<Option<u64>>,
+    /// The lease's revision while this node holds it, and until when its
+    /// last renewal surely holds.
+    lease: Mutex<Lease>,
 }
+
+#[derive(Default)]
+struct Lease {
+    revision: Option<u64>,
+    valid_until: Option<std::time::Instant>,
+}
+
+/// How long a renewal is trusted: the lease's time to live, less a margin
+/// for clocks and for what is under way when it ends.
+const TRUSTED: std::time::Duration = std::time::Duration::from_millis(2500);
 
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredRule {
@@ -69,7 +80,7 @@ impl Bus {
     pub fn alert_book(self: &Arc<Self>) -> NatsBook {
         NatsBook {
             bus: self.clone(),
-            lease: Mutex::new(None),
+            lease: Mutex::default(),
         }
     }
 }
@@ -86,6 +97,10 @@ impl NatsBook {
         &self.bus.alerts
     }
 
+    fn lock_lease(&self) -> std::sync::MutexGuard<'_, Lease> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Every rule entry, tombstones included, with its revision.
     async fn entries(&self) -> Result<Vec<(StoredRule, u64)>, BookError> {
         let mut keys = self.store().keys().await.map_err(storage)?;
@@ -96,6 +111,9 @@ impl NatsBook {
                 names.push(key);
             }
         }
+        // A key written while they are listed can come twice.
+        names.sort();
+        names.dedup();
         let mut rules = Vec::new();
         for key in names {
             if let Some((rule, revision)) = self.read(&key).await? {
@@ -159,18 +177,35 @@ impl NatsBook {
 
 #[async_trait]
 impl AlertBook for NatsBook {
-    async fn lead(&self) -> bool {
-        let held = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
-        let taken = self.bus.take_lease(LEASE, held).await.ok().flatten();
-        if taken.is_some() && held.is_none() {
-            tracing::info!("this node evaluates the alert rules now");
+    async fn lead(&self) {
+        let held = self.lock_lease().revision;
+        let sent = std::time::Instant::now();
+        match self.bus.take_lease(LEASE, held).await {
+            Ok(Some(revision)) => {
+                if held.is_none() {
+                    tracing::info!("this node evaluates the alert rules now");
+                }
+                *self.lock_lease() = Lease {
+                    revision: Some(revision),
+                    valid_until: Some(sent + TRUSTED),
+                };
+            }
+            // Another node holds it.
+            Ok(None) => *self.lock_lease() = Lease::default(),
+            // Unknown: the revision is kept for the next try, and the
+            // lease trusted only as long as the last renewal says.
+            Err(_) => {}
         }
-        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = taken;
-        taken.is_some()
+    }
+
+    fn leads(&self) -> bool {
+        self.lock_lease()
+            .valid_until
+            .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     async fn step_down(&self) {
-        let held = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let held = std::mem::take(&mut *self.lock_lease()).revision;
         if let Some(revision) = held {
             self.bus.release_lease(LEASE, revision).await;
         }
@@ -255,33 +290,34 @@ impl AlertBook for NatsBook {
     }
 
     async fn record(&self, t: Transition) -> Result<bool, BookError> {
-        let key = rule_key(&t.rule);
-        let Some((mut rule, revision)) = self.read(&key).await? else {
-            return Ok(false);
-        };
-        if revision != t.revision || rule.incarnation != t.incarnation || rule.removed {
-            return Ok(false);
-        }
-        rule.state = t.state.name().into();
-        rule.since_ms = t.state.since().map(|s| s.millis());
-        rule.changed_ms = Some(t.at_ms);
-        rule.changes = t.changes;
-        if let Some(owed) = t.owed {
-            rule.owed.push(StoredOwed {
-                id: owed.id,
-                webhook: owed.webhook,
-                body: owed.body,
-                created_ms: owed.created_ms,
-                attempts: owed.attempts,
-                next_ms: owed.next_ms,
-            });
-        }
-        let bytes = serde_json::to_vec(&rule).map_err(storage)?;
-        match self.store().update(&key, bytes.into(), revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(storage(e)),
-        }
+        // Settling and retrying rewrite the key too: the guard is on what
+        // the evaluator read, not on the key's revision.
+        let owed = t.owed.map(|o| StoredOwed {
+            id: o.id,
+            webhook: o.webhook,
+            body: o.body,
+            created_ms: o.created_ms,
+            attempts: o.attempts,
+            next_ms: o.next_ms,
+        });
+        self.edit(&t.rule, |mut rule| {
+            let unchanged = rule.incarnation == t.incarnation
+                && !rule.removed
+                && rule.changes == t.read_changes
+                && State::from_parts(&rule.state, rule.since_ms) == Some(t.read_state);
+            if !unchanged {
+                return Edit::Leave;
+            }
+            rule.state = t.state.name().into();
+            rule.since_ms = t.state.since().map(|s| s.millis());
+            rule.changed_ms = Some(t.at_ms);
+            rule.changes = t.changes;
+            if let Some(owed) = &owed {
+                rule.owed.push(owed.clone());
+            }
+            Edit::Write(Box::new(rule))
+        })
+        .await
     }
 
     async fn owed(&self) -> Result<Vec<Owed>, BookError> {

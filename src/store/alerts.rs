@@ -61,6 +61,9 @@ pub struct Transition {
     pub rule: String,
     pub incarnation: String,
     pub revision: u64,
+    /// The state and count of changes read, which the rule must still have.
+    pub read_state: State,
+    pub read_changes: u64,
     pub state: State,
     pub at_ms: i64,
     pub changes: u64,
@@ -69,9 +72,13 @@ pub struct Transition {
 
 #[async_trait]
 pub trait AlertBook: Send + Sync {
-    /// Whether this node is the one that evaluates and delivers now (on a
-    /// cluster, one node at a time; call at least every second to keep it).
-    async fn lead(&self) -> bool {
+    /// Takes or keeps the lead: on a cluster, one node at a time evaluates
+    /// and delivers. Called every second.
+    async fn lead(&self) {}
+
+    /// Whether this node leads now: on a cluster, only while its last
+    /// renewal of the lease is surely still valid.
+    fn leads(&self) -> bool {
         true
     }
 

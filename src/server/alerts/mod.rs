@@ -12,25 +12,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poem::Request;
-use poem::http::StatusCode;
-use poem_openapi::param::Path;
-use poem_openapi::payload::Json;
-use poem_openapi::types::Example;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use tokio::sync::{Notify, Semaphore};
 
-use super::access::TokenIn;
-use super::models::{ApiError, rfc3339};
 use super::{ApiFailure, AppState};
-use crate::alert::{Change, Measure, Notification, Rule, RuleSpec, State, WebhookUrl, is_public};
+use crate::alert::{Change, Measure, Notification, Rule, WebhookUrl, is_public};
 use crate::event::Timestamp;
 use crate::query::exec::StatValue;
 use crate::store::alerts::{AlertBook, BookError, KeptRule, Owed, Transition};
+
+mod api;
+
+pub use api::AlertsApi;
 
 /// What the server was told about alerts.
 #[derive(Debug, Clone)]
@@ -52,25 +47,23 @@ const DELIVERIES: usize = 16;
 
 /// The last evaluation of a rule, kept by the node that evaluates.
 #[derive(Debug, Clone, Copy)]
-struct Seen {
-    value: Option<f64>,
-    at: Timestamp,
+pub(super) struct Seen {
+    pub(super) value: Option<f64>,
+    pub(super) at: Timestamp,
 }
 
 pub struct Alerts {
-    book: Arc<dyn AlertBook>,
-    config: AlertConfig,
+    pub(super) book: Arc<dyn AlertBook>,
+    pub(super) config: AlertConfig,
     client: reqwest::Client,
     seen: Mutex<HashMap<String, Seen>>,
     /// Woken when a notification is owed or one was settled.
     owed: Notify,
-    /// Rules with a delivery on its way.
-    in_flight: Mutex<HashSet<String>>,
-    /// Deliveries ended, per rule.
-    ended: Mutex<HashMap<String, u64>>,
+    /// Per rule: whether a delivery is on its way, and how many ended.
+    delivering: Mutex<HashMap<String, (bool, u64)>>,
     deliveries: Arc<Semaphore>,
-    /// Whether this node evaluates and delivers (kept by `keep_lead`).
-    leading: AtomicBool,
+    /// Tells the lease keeper to stop.
+    stop_keeping: Notify,
 }
 
 impl Alerts {
@@ -89,10 +82,9 @@ impl Alerts {
             config,
             seen: Mutex::default(),
             owed: Notify::new(),
-            in_flight: Mutex::default(),
-            ended: Mutex::default(),
+            delivering: Mutex::default(),
             deliveries: Arc::new(Semaphore::new(DELIVERIES)),
-            leading: AtomicBool::new(false),
+            stop_keeping: Notify::new(),
         })
     }
 
@@ -107,7 +99,7 @@ impl Alerts {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if !self.leading.load(Ordering::Relaxed) {
+                    if !self.book.leads() {
                         continue;
                     }
                     let evaluated = tokio::select! {
@@ -124,24 +116,24 @@ impl Alerts {
                     }
                     self.deliver_due().await;
                 }
-                _ = self.owed.notified() => {
-                    if self.leading.load(Ordering::Relaxed) {
-                        self.deliver_due().await;
-                    }
-                }
+                _ = self.owed.notified() => self.deliver_due().await,
                 _ = &mut stop => break,
             }
         }
         // Deliveries on their way finish before another node may lead (it
-        // would send them again).
-        let _ = tokio::time::timeout(
-            WEBHOOK_TIMEOUT + Duration::from_secs(1),
+        // would send them again); if they do not, the lease is left to
+        // lapse rather than handed over at once.
+        let finished = tokio::time::timeout(
+            WEBHOOK_TIMEOUT + Duration::from_secs(2),
             self.deliveries.acquire_many(DELIVERIES as u32),
         )
-        .await;
-        keeper.abort();
-        self.leading.store(false, Ordering::Relaxed);
-        self.book.step_down().await;
+        .await
+        .is_ok();
+        self.stop_keeping.notify_one();
+        let _ = keeper.await;
+        if finished {
+            self.book.step_down().await;
+        }
     }
 
     /// Takes or keeps the lead every second, however long evaluations take.
@@ -149,9 +141,10 @@ impl Alerts {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let leads = self.book.lead().await;
-            self.leading.store(leads, Ordering::Relaxed);
+            tokio::select! {
+                _ = tick.tick() => self.book.lead().await,
+                _ = self.stop_keeping.notified() => return,
+            };
         }
     }
 
@@ -184,6 +177,8 @@ impl Alerts {
                     rule: rule.name().to_string(),
                     incarnation: kept.incarnation.clone(),
                     revision: kept.revision,
+                    read_state: kept.state,
+                    read_changes: kept.changes,
                     state: next,
                     at_ms: now.millis(),
                     changes,
@@ -239,10 +234,13 @@ impl Alerts {
     /// Starts delivering every notification that is due: the oldest owed
     /// of each rule, unless one of that rule's is on its way.
     async fn deliver_due(self: &Arc<Self>) {
+        if !self.book.leads() {
+            return;
+        }
         // A delivery that ends while the book is read leaves a stale entry
         // in what was read: rules whose deliveries ended meanwhile wait for
         // the next round, which their ending asks for.
-        let ended_before = self.lock_ended().clone();
+        let before = self.lock_delivering().clone();
         let owed = match self.book.owed().await {
             Ok(owed) => owed,
             Err(e) => {
@@ -256,22 +254,26 @@ impl Alerts {
             if !rules.insert(owed.rule.clone()) || owed.next_ms > now {
                 continue;
             }
-            if self.lock_ended().get(&owed.rule) != ended_before.get(&owed.rule) {
-                continue;
-            }
-            if !self.lock_in_flight().insert(owed.rule.clone()) {
-                continue;
-            }
             let Ok(permit) = self.deliveries.clone().try_acquire_owned() else {
-                self.lock_in_flight().remove(&owed.rule);
                 return;
             };
+            {
+                let mut delivering = self.lock_delivering();
+                let (on_its_way, ended) = delivering.entry(owed.rule.clone()).or_default();
+                let ended_before = before.get(&owed.rule).map_or(0, |(_, ended)| *ended);
+                if *on_its_way || *ended != ended_before {
+                    continue;
+                }
+                *on_its_way = true;
+            }
             let alerts = self.clone();
             tokio::spawn(async move {
                 let rule = owed.rule.clone();
                 alerts.deliver(owed).await;
-                *alerts.lock_ended().entry(rule.clone()).or_default() += 1;
-                alerts.lock_in_flight().remove(&rule);
+                if let Some((on_its_way, ended)) = alerts.lock_delivering().get_mut(&rule) {
+                    *on_its_way = false;
+                    *ended += 1;
+                }
                 drop(permit);
                 alerts.owed.notify_one();
             });
@@ -279,6 +281,10 @@ impl Alerts {
     }
 
     async fn deliver(&self, owed: Owed) {
+        // The lease may have lapsed since this delivery was chosen.
+        if !self.book.leads() {
+            return;
+        }
         let outcome = match WebhookUrl::parse(&owed.webhook, self.config.allow_private) {
             // The URL itself is not logged: its path may hold a secret.
             Err(_) => Err(format!(
@@ -335,21 +341,17 @@ impl Alerts {
         }
     }
 
-    fn lock_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+    pub(super) fn lock_seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_delivering(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, u64)>> {
+        self.delivering.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_ended(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.ended.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn describe(&self, kept: &KeptRule) -> AlertOut {
+    pub(super) fn describe(&self, kept: &KeptRule) -> api::AlertOut {
         let seen = self.lock_seen().get(&kept.spec.name).copied();
-        AlertOut::new(kept, seen)
+        api::AlertOut::new(kept, seen)
     }
 }
 
@@ -418,285 +420,10 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-#[derive(Tags)]
-enum AlertTags {
-    /// Alert rules and their webhooks
-    Alerts,
-}
-
-pub struct AlertsApi {
-    pub state: Arc<AppState>,
-}
-
-/// A rule: a query with a condition, and the webhook told when it fires and resolves.
-#[derive(Debug, Object)]
-#[oai(example, deny_unknown_fields)]
-pub struct AlertIn {
-    /// 1-64 letters, digits, `-`, `_` or `.`.
-    pub name: String,
-    /// Only events of this type.
-    #[oai(rename = "type")]
-    pub kind: Option<String>,
-    /// Filters, all of which must hold (the query syntax: `device=mobile`, `amount>100`).
-    #[oai(rename = "where")]
-    pub filters: Option<Vec<String>>,
-    /// `count` (the default), `rate` (events per second) or `STAT:FIELD`
-    /// (`p95:latency_ms`, `mean:amount`, `distinct:user`).
-    pub stat: Option<String>,
-    /// The window the statistic is computed over, up to now: `10s` and up.
-    pub window: String,
-    /// Fires while the value is above this.
-    pub above: Option<f64>,
-    /// Fires while the value is below this.
-    pub below: Option<f64>,
-    /// Fires while the window holds no matching event.
-    pub absent: Option<bool>,
-    /// How long the condition must hold before the rule fires (`1m`; default `0s`).
-    #[oai(rename = "for")]
-    pub hold: Option<String>,
-    /// The http(s) URL told of each change, with a JSON body.
-    pub webhook: String,
-}
-
-impl Example for AlertIn {
-    fn example() -> Self {
-        AlertIn {
-            name: "slow-mobile".into(),
-            kind: Some("pageview".into()),
-            filters: Some(vec!["device=mobile".into()]),
-            stat: Some("p95:latency_ms".into()),
-            window: "5m".into(),
-            above: Some(500.0),
-            below: None,
-            absent: None,
-            hold: Some("1m".into()),
-            webhook: "https://hooks.example/rta".into(),
-        }
-    }
-}
-
-impl AlertIn {
-    fn into_spec(self) -> RuleSpec {
-        RuleSpec {
-            name: self.name,
-            kind: self.kind,
-            filters: self.filters.unwrap_or_default(),
-            stat: self.stat.unwrap_or_else(|| "count".into()),
-            window: self.window,
-            above: self.above,
-            below: self.below,
-            absent: self.absent.unwrap_or(false),
-            hold: self.hold,
-            webhook: self.webhook,
-        }
-    }
-}
-
-/// A rule and where it stands.
-#[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
-pub struct AlertOut {
-    pub name: String,
-    #[oai(rename = "type")]
-    #[oai(skip_serializing_if_is_none)]
-    pub kind: Option<String>,
-    #[oai(rename = "where")]
-    pub filters: Vec<String>,
-    pub stat: String,
-    pub window: String,
-    #[oai(skip_serializing_if_is_none)]
-    pub above: Option<f64>,
-    #[oai(skip_serializing_if_is_none)]
-    pub below: Option<f64>,
-    pub absent: bool,
-    #[oai(rename = "for")]
-    #[oai(skip_serializing_if_is_none)]
-    pub hold: Option<String>,
-    /// The webhook's scheme and host (its path may hold a secret).
-    pub webhook: String,
-    /// `ok`, `pending` (the condition holds, not yet for `for`) or `firing`.
-    pub state: String,
-    /// Since when the condition has held (pending or firing).
-    #[oai(skip_serializing_if_is_none)]
-    pub since: Option<String>,
-    /// When the state last changed.
-    #[oai(skip_serializing_if_is_none)]
-    pub changed_at: Option<String>,
-    /// The value at the last evaluation, where this node evaluates.
-    #[oai(skip_serializing_if_is_none)]
-    pub value: Option<f64>,
-    /// When that evaluation was.
-    #[oai(skip_serializing_if_is_none)]
-    pub evaluated_at: Option<String>,
-}
-
-impl AlertOut {
-    fn new(kept: &KeptRule, seen: Option<Seen>) -> Self {
-        let spec = &kept.spec;
-        AlertOut {
-            name: spec.name.clone(),
-            kind: spec.kind.clone(),
-            filters: spec.filters.clone(),
-            stat: spec.stat.clone(),
-            window: spec.window.clone(),
-            above: spec.above,
-            below: spec.below,
-            absent: spec.absent,
-            hold: spec.hold.clone(),
-            webhook: redact(&spec.webhook),
-            state: kept.state.name().into(),
-            since: kept.state.since().map(|t| t.to_rfc3339()),
-            changed_at: kept.changed_ms.map(rfc3339),
-            value: seen.and_then(|s| s.value),
-            evaluated_at: seen.map(|s| s.at.to_rfc3339()),
-        }
-    }
-}
-
 /// The scheme and host of a URL, then `/…`.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => format!("{}/…", u.origin().ascii_serialization()),
         Err(_) => "…".into(),
-    }
-}
-
-#[derive(ApiResponse)]
-enum ListResponse {
-    #[oai(status = 200)]
-    Ok(Json<Vec<AlertOut>>),
-    /// The server runs with `--read-token` and the request lacks it.
-    #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
-    /// The rules cannot be read now.
-    #[oai(status = 503)]
-    Unavailable(Json<ApiError>),
-}
-
-#[derive(ApiResponse)]
-enum AddResponse {
-    /// Added; evaluated from the next tick on.
-    #[oai(status = 201)]
-    Created(Json<Box<AlertOut>>),
-    /// The rule is malformed; the message names the part.
-    #[oai(status = 400)]
-    BadRequest(Json<ApiError>),
-    /// The server runs with `--token` and the request lacks it.
-    #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
-    /// A rule of that name exists.
-    #[oai(status = 409)]
-    Conflict(Json<ApiError>),
-    /// The rules cannot be written now.
-    #[oai(status = 503)]
-    Unavailable(Json<ApiError>),
-}
-
-#[derive(ApiResponse)]
-enum RemoveResponse {
-    /// Removed (notifications it still owes are still delivered).
-    #[oai(status = 204)]
-    Removed,
-    #[oai(status = 401)]
-    Unauthorized(Json<ApiError>),
-    /// No rule of that name.
-    #[oai(status = 404)]
-    NotFound(Json<ApiError>),
-    #[oai(status = 503)]
-    Unavailable(Json<ApiError>),
-}
-
-#[OpenApi]
-impl AlertsApi {
-    /// List alert rules
-    ///
-    /// Every rule with its state: `ok`, `pending` or `firing`. Needs the
-    /// read token when the server runs with `--read-token`.
-    #[oai(path = "/api/alerts", method = "get", tag = "AlertTags::Alerts")]
-    async fn list(&self, req: &Request) -> ListResponse {
-        if let Err(denied) = self.state.access.can_read(req, TokenIn::Header) {
-            return ListResponse::Unauthorized(
-                ApiFailure::Unauthorized(denied.message("reading alert rules")).body(),
-            );
-        }
-        let alerts = &self.state.alerts;
-        match alerts.book.rules().await {
-            Ok(rules) => ListResponse::Ok(Json(rules.iter().map(|k| alerts.describe(k)).collect())),
-            Err(e) => ListResponse::Unavailable(ApiFailure::Unavailable(e.to_string()).body()),
-        }
-    }
-
-    /// Add an alert rule
-    ///
-    /// The rule is evaluated every `--alert-interval` (1 s); on firing and
-    /// on resolving, its webhook gets a POST with a JSON body (`id`, `rule`,
-    /// `state`, `value`, `condition`, `threshold`, `stat`, `window`, `time`,
-    /// `link`). Needs the write token when the server runs with `--token`.
-    /// A webhook on a loopback, link-local or private address is refused
-    /// unless the server runs with `--allow-private-webhooks`.
-    #[oai(path = "/api/alerts", method = "post", tag = "AlertTags::Alerts")]
-    async fn add(&self, req: &Request, body: Json<AlertIn>) -> AddResponse {
-        let state = &self.state;
-        if let Err(denied) = state.access.can_ingest(req) {
-            return AddResponse::Unauthorized(
-                ApiFailure::Unauthorized(denied.message("changing alert rules")).body(),
-            );
-        }
-        let spec = body.0.into_spec();
-        let rule = match spec.validate(state.alerts.config.allow_private) {
-            Ok(rule) => rule,
-            Err(e) => return AddResponse::BadRequest(ApiFailure::BadRequest(e.to_string()).body()),
-        };
-        match state.alerts.book.add(&rule.spec).await {
-            Ok(()) => {
-                tracing::info!("alert rule {} added", rule.name());
-                // As the book has it now (the incarnation is not shown).
-                let kept = KeptRule {
-                    spec: rule.spec,
-                    incarnation: String::new(),
-                    state: State::Ok,
-                    changed_ms: None,
-                    changes: 0,
-                    revision: 0,
-                };
-                AddResponse::Created(Json(Box::new(AlertOut::new(&kept, None))))
-            }
-            Err(e @ BookError::Exists(_)) => {
-                AddResponse::Conflict(ApiFailure::Other(StatusCode::CONFLICT, e.to_string()).body())
-            }
-            Err(e) => AddResponse::Unavailable(ApiFailure::Unavailable(e.to_string()).body()),
-        }
-    }
-
-    /// Remove an alert rule
-    ///
-    /// Needs the write token when the server runs with `--token`.
-    #[oai(
-        path = "/api/alerts/:name",
-        method = "delete",
-        tag = "AlertTags::Alerts"
-    )]
-    async fn remove(&self, req: &Request, name: Path<String>) -> RemoveResponse {
-        let state = &self.state;
-        if let Err(denied) = state.access.can_ingest(req) {
-            return RemoveResponse::Unauthorized(
-                ApiFailure::Unauthorized(denied.message("changing alert rules")).body(),
-            );
-        }
-        match state.alerts.book.remove(&name.0).await {
-            Ok(true) => {
-                tracing::info!("alert rule {} removed", name.0);
-                state.alerts.lock_seen().remove(&name.0);
-                RemoveResponse::Removed
-            }
-            Ok(false) => RemoveResponse::NotFound(
-                ApiFailure::Other(
-                    StatusCode::NOT_FOUND,
-                    format!("no alert rule is named `{}`", name.0),
-                )
-                .body(),
-            ),
-            Err(e) => RemoveResponse::Unavailable(ApiFailure::Unavailable(e.to_string()).body()),
-        }
     }
 }
