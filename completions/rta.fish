@@ -132,7 +132,7 @@ complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subc
 complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "list" -d 'List the rules and where each stands (ok, pending, firing)'
 complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "rm" -d 'Remove a rule'
 complete -c rta -n "__fish_rta_using_subcommand alerts; and not __fish_seen_subcommand_from add list rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l name -d 'The rule\'s name: 1-64 letters, digits, `-`, `_` or `.`' -r
+complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l name -d 'The rule\'s name: 1-64 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit' -r
 complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -s t -l type -d 'Only events of this type' -r
 complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -s w -l where -d 'A filter that must hold (repeatable), as in `rta query --where`: device=mobile, amount>100' -r
 complete -c rta -n "__fish_rta_using_subcommand alerts; and __fish_seen_subcommand_from add" -l stat -d 'What to watch: count (events in the window), rate (events per second) or STAT:FIELD (p95:latency_ms, mean:amount, max:amount, distinct:user)' -r

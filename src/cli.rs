@@ -537,7 +537,8 @@ The webhook gets a POST with a JSON body when the rule fires and when it resolve
  \"condition\": \"above\", \"threshold\": 500, \"stat\": \"p95:latency_ms\", \"window\": \"5m\",
  \"time\": \"2026-12-02T12:00:00.000Z\", \"link\": \"https://rta.example.com/?window=5m&...\"}")]
 pub struct AlertAddArgs {
-    /// The rule's name: 1-64 letters, digits, `-`, `_` or `.`.
+    /// The rule's name: 1-64 letters, digits, `-`, `_` or `.`, starting and ending with a
+    /// letter or digit.
     #[arg(long, value_name = "NAME")]
     pub name: String,
 

@@ -364,7 +364,7 @@ impl RefusalLog {
         let remote = req.remote_addr().to_string();
         tracing::warn!(
             method = %req.method(),
-            path = ?req.uri().path(),
+            path = %req.uri().path(),
             %remote,
             "refused a request with {reason} ({unlogged} more refused since the last such message)"
         );

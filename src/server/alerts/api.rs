@@ -30,7 +30,7 @@ pub struct AlertsApi {
 #[derive(Debug, Object)]
 #[oai(example, deny_unknown_fields)]
 pub struct AlertIn {
-    /// 1-64 letters, digits, `-`, `_` or `.`.
+    /// 1-64 letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit.
     pub name: String,
     /// Only events of this type.
     #[oai(rename = "type")]
