@@ -57,6 +57,13 @@ start_base() {
   BASE_PID=$!; PIDS+=("$BASE_PID")
   for _ in $(seq 1 200); do curl -s -o /dev/null "http://127.0.0.1:$BASE_PORT/" && break; sleep 0.05; done
 }
+# The durable baseline: group commit into a preallocated log, on the same disk as rta's data.
+start_durable() {
+  DURABLE_PORT=$(free_port)
+  "$BASE" "127.0.0.1:$DURABLE_PORT" --durable "$WORK/durable.log" 2>/dev/null &
+  DURABLE_PID=$!; PIDS+=("$DURABLE_PID")
+  for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$DURABLE_PORT/" && break; sleep 0.05; done
+}
 
 source bench/clickhouse.sh
 source bench/nats.sh
@@ -78,7 +85,14 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/x-ndjson"
 LUA
-rps() { wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest" | awk '/Requests\/sec/ {printf "%.0f", $2}'; }
+# Requests/s of one wrk run; answers other than 2xx and socket errors are
+# added up per port in $WORK/errors (a figure with errors in it is no figure).
+rps() {
+  local out; out=$(wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest")
+  echo "$out" | awk -v port="$1" '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print port, n + 0}' >> "$WORK/errors"
+  echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}'
+}
+errors_of() { awk -v port="$1" '$1 == port {n += $2} END {print n + 0}' "$WORK/errors" 2>/dev/null || echo 0; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # rta builds its hour summaries after a burst of ingest: it is let finish
 # (so the next run, or the baseline's, has the machine to itself); prints
@@ -108,15 +122,23 @@ unset TIMEFORMAT
 rm -f "$WORK/flush"
 row "0. one durable 4 KiB write on this disk (us: wall, kernel CPU)" "$(echo "$flush" | awk -v n="$N_SYNC" '{printf "%.0f, %.0f", $1 * 1e6 / n, $2 * 1e6 / n}')" "" "" "context" "dd bs=4k count=$N_SYNC oflag=dsync conv=notrunc"
 
-echo "== 1, 2: ingest throughput, rta and the baseline in alternation" >&2
+echo "== 1, 2: ingest throughput, rta and the baselines in alternation" >&2
 start_rta "$WORK/throughput"
 start_base
+start_durable
 for conns in 8 64; do
-  r=(); b=()
-  for _ in $(seq 1 "$ROUNDS"); do b+=("$(rps "$BASE_PORT" "$conns" "$WORK/one.lua")"); r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua")"); settle "$RTA_PORT" >/dev/null; done
-  R=$(median "${r[@]}"); B=$(median "${b[@]}")
+  r=(); b=(); d=()
+  for _ in $(seq 1 "$ROUNDS"); do
+    b+=("$(rps "$BASE_PORT" "$conns" "$WORK/one.lua")")
+    d+=("$(rps "$DURABLE_PORT" "$conns" "$WORK/one.lua")")
+    r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua")")
+    settle "$RTA_PORT" >/dev/null
+  done
+  R=$(median "${r[@]}"); B=$(median "${b[@]}"); D=$(median "${d[@]}")
   row "1. single-event ingest, $conns connections (req/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" ">= 0.6x baseline" "wrk -t2 -c$conns -d$DUR -s one.lua URL/api/ingest"
+  row "    the same against the durable baseline (group commit, one fdatasync per group)" "$R" "durable: $D" "$(awk -v r="$R" -v d="$D" 'BEGIN {printf "%.2f", r/d}')" ">= 0.8x durable" "baseline_server ADDR --durable FILE; rta, plain and durable in alternation"
 done
+kill -9 "$DURABLE_PID" 2>/dev/null || true
 # What Prometheus costs: the same load with /metrics scraped every second,
 # in alternation with none (each first in every other round).
 # A scraper that, like Prometheus, is one long-lived process (bash's /dev/tcp, no curl per scrape).
@@ -148,6 +170,7 @@ r=(); b=()
 for _ in $(seq 1 "$ROUNDS"); do b+=("$(rps "$BASE_PORT" 16 "$WORK/batch.lua")"); r+=("$(rps "$RTA_PORT" 16 "$WORK/batch.lua")"); settle "$RTA_PORT" >/dev/null; done
 R=$(( $(median "${r[@]}") * 1000 )); B=$(( $(median "${b[@]}") * 1000 ))
 row "    the same, 16 clients (events/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" "" "wrk -t2 -c16 -d$DUR -s batch.lua URL/api/ingest"
+row "    answers other than 2xx, and socket errors, in these runs: rta, plain, durable" "$(errors_of "$RTA_PORT"), $(errors_of "$BASE_PORT"), $(errors_of "$DURABLE_PORT")" "" "" "0" "wrk's Non-2xx and socket error counts"
 stop_rta; kill -9 "$BASE_PID" 2>/dev/null || true
 fi
 
