@@ -101,8 +101,8 @@ impl NatsBook {
         self.lease.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every rule entry, tombstones included, with its revision.
-    async fn entries(&self) -> Result<Vec<(StoredRule, u64)>, BookError> {
+    /// Every rule entry, tombstones included.
+    async fn entries(&self) -> Result<Vec<StoredRule>, BookError> {
         let mut keys = self.store().keys().await.map_err(storage)?;
         let mut names = Vec::new();
         while let Some(key) = keys.next().await {
@@ -116,8 +116,8 @@ impl NatsBook {
         names.dedup();
         let mut rules = Vec::new();
         for key in names {
-            if let Some((rule, revision)) = self.read(&key).await? {
-                rules.push((rule, revision));
+            if let Some((rule, _)) = self.read(&key).await? {
+                rules.push(rule);
             }
         }
         Ok(rules)
@@ -216,14 +216,13 @@ impl AlertBook for NatsBook {
             .entries()
             .await?
             .into_iter()
-            .filter(|(rule, _)| !rule.removed)
-            .map(|(rule, revision)| KeptRule {
+            .filter(|rule| !rule.removed)
+            .map(|rule| KeptRule {
                 state: State::from_parts(&rule.state, rule.since_ms).unwrap_or(State::Ok),
                 spec: rule.spec,
                 incarnation: rule.incarnation,
                 changed_ms: rule.changed_ms,
                 changes: rule.changes,
-                revision,
             })
             .collect();
         rules.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -291,7 +290,8 @@ impl AlertBook for NatsBook {
 
     async fn record(&self, t: Transition) -> Result<bool, BookError> {
         // Settling and retrying rewrite the key too: the guard is on what
-        // the evaluator read, not on the key's revision.
+        // the evaluator read, not on the key's revision (`edit` still
+        // writes by compare-and-set).
         let owed = t.owed.map(|o| StoredOwed {
             id: o.id,
             webhook: o.webhook,
@@ -322,10 +322,10 @@ impl AlertBook for NatsBook {
 
     async fn owed(&self) -> Result<Vec<Owed>, BookError> {
         let mut entries = self.entries().await?;
-        entries.sort_by(|(a, _), (b, _)| a.spec.name.cmp(&b.spec.name));
+        entries.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         Ok(entries
             .into_iter()
-            .flat_map(|(rule, _)| {
+            .flat_map(|rule| {
                 let name = rule.spec.name;
                 rule.owed.into_iter().map(move |o| Owed {
                     id: o.id,

@@ -35,8 +35,6 @@ pub struct KeptRule {
     pub changed_ms: Option<i64>,
     /// Changes notified so far: the next notification's number is one more.
     pub changes: u64,
-    /// The version read, which a [`Transition`] must still find.
-    pub revision: u64,
 }
 
 /// A notification not yet delivered.
@@ -55,12 +53,12 @@ pub struct Owed {
 }
 
 /// A rule's new state, and the notification it owes, if any: written
-/// only if the rule is still the one read (same incarnation and revision).
+/// only if the rule is still as read (same incarnation, state and count of
+/// changes): a book never takes a change made from a stale read.
 #[derive(Debug, Clone)]
 pub struct Transition {
     pub rule: String,
     pub incarnation: String,
-    pub revision: u64,
     /// The state and count of changes read, which the rule must still have.
     pub read_state: State,
     pub read_changes: u64,
@@ -113,7 +111,6 @@ CREATE TABLE IF NOT EXISTS rules (
     name TEXT PRIMARY KEY,
     spec TEXT NOT NULL,
     incarnation TEXT NOT NULL,
-    revision INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT 'ok',
     since_ms INTEGER,
     changed_ms INTEGER,
@@ -175,7 +172,7 @@ impl AlertBook for SqliteBook {
         self.with(|conn| {
             let mut statement = conn
                 .prepare(
-                    "SELECT spec, state, since_ms, changed_ms, changes, incarnation, revision \
+                    "SELECT spec, state, since_ms, changed_ms, changes, incarnation \
                      FROM rules ORDER BY name",
                 )
                 .map_err(storage)?;
@@ -188,13 +185,12 @@ impl AlertBook for SqliteBook {
                         r.get::<_, Option<i64>>(3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, String>(5)?,
-                        r.get::<_, i64>(6)?,
                     ))
                 })
                 .map_err(storage)?;
             let mut kept = Vec::new();
             for row in rows {
-                let (spec, state, since, changed_ms, changes, incarnation, revision) =
+                let (spec, state, since, changed_ms, changes, incarnation) =
                     row.map_err(storage)?;
                 let spec: RuleSpec = serde_json::from_str(&spec).map_err(storage)?;
                 let state = State::from_parts(&state, since).unwrap_or(State::Ok);
@@ -204,7 +200,6 @@ impl AlertBook for SqliteBook {
                     state,
                     changed_ms,
                     changes: changes.max(0) as u64,
-                    revision: revision.max(0) as u64,
                 });
             }
             Ok(kept)
@@ -249,8 +244,8 @@ impl AlertBook for SqliteBook {
             let tx = conn.transaction().map_err(storage)?;
             let updated = tx
                 .execute(
-                    "UPDATE rules SET state = ?2, since_ms = ?3, changed_ms = ?4, changes = ?5, \
-                     revision = revision + 1 WHERE name = ?1 AND incarnation = ?6 AND revision = ?7",
+                    "UPDATE rules SET state = ?2, since_ms = ?3, changed_ms = ?4, changes = ?5 \
+                     WHERE name = ?1 AND incarnation = ?6 AND state = ?7 AND since_ms IS ?8 AND changes = ?9",
                     params![
                         t.rule,
                         t.state.name(),
@@ -258,7 +253,9 @@ impl AlertBook for SqliteBook {
                         t.at_ms,
                         t.changes as i64,
                         t.incarnation,
-                        t.revision as i64
+                        t.read_state.name(),
+                        t.read_state.since().map(|s| s.millis()),
+                        t.read_changes as i64
                     ],
                 )
                 .map_err(storage)?;

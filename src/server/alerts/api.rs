@@ -247,7 +247,6 @@ impl AlertsApi {
                     state: State::Ok,
                     changed_ms: None,
                     changes: 0,
-                    revision: 0,
                 };
                 AddResponse::Created(Json(Box::new(AlertOut::new(&kept, None))))
             }

@@ -176,7 +176,6 @@ impl Alerts {
                 .record(Transition {
                     rule: rule.name().to_string(),
                     incarnation: kept.incarnation.clone(),
-                    revision: kept.revision,
                     read_state: kept.state,
                     read_changes: kept.changes,
                     state: next,
