@@ -41,6 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     config.allowed_hosts = args.allowed_hosts;
+    config.direct_ingest = !args.ingest_via_router;
     config.max_connections = args.max_connections.max(1);
     config.request_timeout = args
         .request_timeout

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use poem::{Body, Request, RequestBody};
+use poem::{Body, IntoResponse, Request, RequestBody};
 use poem_openapi::param::Header;
 use poem_openapi::payload::{Html, Json, PlainText};
 use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry};
@@ -131,6 +131,17 @@ enum StatusResponse {
 }
 
 impl Api {
+    /// `POST /api/ingest` (or `/api/ingest/batch`) answered without the
+    /// router: the documented operation's handler and answer, minus the
+    /// layers poem-openapi puts around every operation (query and cookie
+    /// parsing, the route table, boxed futures). `edge` sends requests here;
+    /// `tests/it/direct.rs` checks both ways answer alike.
+    pub async fn ingest_direct(&self, req: Request) -> poem::Response {
+        let (req, mut body) = req.split();
+        let body = IngestBody::new(&req, body.take().unwrap_or_default());
+        self.handle_ingest(&req, body).await.into_response()
+    }
+
     async fn handle_ingest(&self, req: &Request, body: IngestBody) -> IngestResponse {
         // Boxed: a small future for the layers above to move around.
         match Box::pin(self.ingest_inner(req, body)).await {
@@ -402,6 +413,29 @@ pub struct IngestBody {
 }
 
 impl IngestBody {
+    fn new(request: &Request, body: Body) -> Self {
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let encoding = header(poem::http::header::CONTENT_ENCODING);
+        let gzip = encoding.as_deref().is_some_and(|e| {
+            e.trim().eq_ignore_ascii_case("gzip") || e.trim().eq_ignore_ascii_case("x-gzip")
+        });
+        Self {
+            content_type: header(poem::http::header::CONTENT_TYPE),
+            content_length: header(poem::http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+            expects_continue: header(poem::http::header::EXPECT)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue")),
+            encoding,
+            gzip,
+            body,
+        }
+    }
+
     fn format(&self) -> Result<BodyFormat, IngestError> {
         if let Some(encoding) = &self.encoding
             && !self.gzip
@@ -465,25 +499,6 @@ impl<'a> ApiExtractor<'a> for IngestBody {
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let header = |name| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let encoding = header(poem::http::header::CONTENT_ENCODING);
-        let gzip = encoding.as_deref().is_some_and(|e| {
-            e.trim().eq_ignore_ascii_case("gzip") || e.trim().eq_ignore_ascii_case("x-gzip")
-        });
-        Ok(Self {
-            content_type: header(poem::http::header::CONTENT_TYPE),
-            content_length: header(poem::http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
-            expects_continue: header(poem::http::header::EXPECT)
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue")),
-            encoding,
-            gzip,
-            body: body.take().unwrap_or_default(),
-        })
+        Ok(Self::new(request, body.take().unwrap_or_default()))
     }
 }

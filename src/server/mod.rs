@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::listener::{Acceptor, TcpAcceptor};
-use poem::middleware::{Cors, SetHeader};
+use poem::middleware::Cors;
 use poem::web::Data;
 use poem::web::websocket::WebSocket;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler};
@@ -75,6 +75,9 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
+    /// `POST /api/ingest` skips the router (see [`Edge`]); off only to
+    /// compare both ways.
+    pub direct_ingest: bool,
     /// This node's name in logs and `/api/status`.
     pub node_id: String,
     /// Set for a node of a cluster: ClickHouse and the bus instead of SQLite.
@@ -108,6 +111,7 @@ impl ServeConfig {
             max_connections: 4096,
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            direct_ingest: true,
             node_id: "rta".into(),
             cluster: None,
             alerts: AlertConfig {
@@ -309,7 +313,7 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
     )
     .description(include_str!("api_description.md"));
     let spec = Arc::new(docs::Spec::new(&api, &state.config));
-    Route::new()
+    let routed = Route::new()
         .nest("/", api)
         .at("/api/openapi.json", get(docs::spec_json))
         .at("/docs", get(docs::page))
@@ -323,60 +327,93 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
         // layer's future small.
         .boxed()
         .with_if(cors_enabled, cors)
-        .boxed()
-        .around(move |ep, req| edge(ep, req, state.clone()))
-        // Outermost, so error answers carry them too.
-        .with(SetHeader::new().overriding("X-Content-Type-Options", "nosniff"))
-        .with_if(
-            cors_enabled,
-            SetHeader::new().overriding(poem::http::header::VARY, "Origin"),
-        )
+        .boxed();
+    Edge {
+        ingest: api::Api {
+            state: state.clone(),
+        },
+        direct_ingest: state.config.direct_ingest,
+        cors_enabled,
+        state,
+        routed,
+    }
 }
 
 /// What every request meets first and every answer last: the Host check,
 /// same-origin requests stripped of their Origin (they are not CORS
 /// requests), errors turned into the API's `{error, message}` body, with
-/// the `Allow` header on a 405, and the answer counted for `/metrics`.
-async fn edge<E: Endpoint<Output = Response>>(
-    ep: Arc<E>,
-    req: poem::Request,
+/// the `Allow` header on a 405, `X-Content-Type-Options` (and `Vary:
+/// Origin` when CORS is on) on every answer, and the answer counted for
+/// `/metrics`.
+///
+/// Single events arrive here by the tens of thousands a second, so `POST
+/// /api/ingest` goes straight to its handler instead of through the router
+/// and poem-openapi's per-operation layers: the same handler and the same
+/// answer for less work. A request the CORS layer must see (one with an
+/// Origin from another site, when CORS is on) takes the router.
+struct Edge<E> {
+    routed: E,
+    ingest: api::Api,
+    direct_ingest: bool,
+    cors_enabled: bool,
     state: Arc<AppState>,
-) -> poem::Result<Response> {
-    let route = route_of(req.uri().path());
-    let method = req.method().clone();
-    let response = answer(ep, req, &state, route).await;
-    state
-        .telemetry
-        .count_request(route, &method, response.status());
-    Ok(response)
 }
 
-async fn answer<E: Endpoint<Output = Response>>(
-    ep: Arc<E>,
-    mut req: poem::Request,
-    state: &AppState,
-    route: Option<usize>,
-) -> Response {
-    if let Err(message) = state.access.host_allowed(&req) {
-        return ApiFailure::Forbidden(message).into_response();
-    }
-    if access::same_origin(&req) {
-        req.headers_mut().remove(poem::http::header::ORIGIN);
-    }
-    let mut response = match ep.call(req).await {
-        Ok(response) => response,
-        Err(err) => ApiFailure::Other(err.status(), err.to_string()).into_response(),
-    };
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(route) = route
-    {
-        response.headers_mut().insert(
-            poem::http::header::ALLOW,
-            HeaderValue::from_static(ROUTES[route].1),
+impl<E: Endpoint<Output = Response>> Endpoint for Edge<E> {
+    type Output = Response;
+
+    async fn call(&self, req: poem::Request) -> poem::Result<Response> {
+        let route = route_of(req.uri().path());
+        let method = req.method().clone();
+        let mut response = self.answer(req, route).await;
+        let headers = response.headers_mut();
+        headers.insert(
+            poem::http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         );
+        if self.cors_enabled {
+            headers.insert(poem::http::header::VARY, HeaderValue::from_static("Origin"));
+        }
+        self.state
+            .telemetry
+            .count_request(route, &method, response.status());
+        Ok(response)
     }
-    response
 }
+
+impl<E: Endpoint<Output = Response>> Edge<E> {
+    async fn answer(&self, mut req: poem::Request, route: Option<usize>) -> Response {
+        if let Err(message) = self.state.access.host_allowed(&req) {
+            return ApiFailure::Forbidden(message).into_response();
+        }
+        if access::same_origin(&req) {
+            req.headers_mut().remove(poem::http::header::ORIGIN);
+        }
+        let direct = self.direct_ingest
+            && req.method() == Method::POST
+            && route.is_some_and(|r| INGEST_ROUTES.contains(&ROUTES[r].0))
+            && !(self.cors_enabled && req.headers().contains_key(poem::http::header::ORIGIN));
+        if direct {
+            return Box::pin(self.ingest.ingest_direct(req)).await;
+        }
+        let mut response = match self.routed.call(req).await {
+            Ok(response) => response,
+            Err(err) => ApiFailure::Other(err.status(), err.to_string()).into_response(),
+        };
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED
+            && let Some(route) = route
+        {
+            response.headers_mut().insert(
+                poem::http::header::ALLOW,
+                HeaderValue::from_static(ROUTES[route].1),
+            );
+        }
+        response
+    }
+}
+
+/// The routes [`Edge`] may answer without the router.
+const INGEST_ROUTES: [&str; 2] = ["/api/ingest", "/api/ingest/batch"];
 
 /// Every route: its template and the methods it answers (the `Allow`
 /// header of a 405, and the route label of rta's own metrics).

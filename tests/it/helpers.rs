@@ -34,10 +34,21 @@ impl TestServer {
 
     /// Starts a server on an existing data directory (for restarts).
     pub async fn start_in(dir: TempDir, args: &[&str]) -> Self {
+        Self::spawn_in(dir, args, &[]).await
+    }
+
+    /// Starts a server with its own data directory and `env` added to its
+    /// environment.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::spawn_in(dir, args, env).await
+    }
+
+    async fn spawn_in(dir: TempDir, args: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = dir.path().to_string_lossy().into_owned();
         let mut all = vec!["--data-dir", data_dir.as_str()];
         all.extend_from_slice(args);
-        Self::spawn(dir, &all, &[]).await
+        Self::spawn(dir, &all, env).await
     }
 
     /// Starts a node of a cluster: no data directory (`args` name the store

@@ -8,12 +8,12 @@ use serde_json::json;
 
 use crate::helpers::TestServer;
 
-struct Case {
-    name: String,
-    content_type: &'static str,
-    encoding: Option<&'static str>,
-    body: Vec<u8>,
-    expected: u16,
+pub struct Case {
+    pub name: String,
+    pub content_type: &'static str,
+    pub encoding: Option<&'static str>,
+    pub body: Vec<u8>,
+    pub expected: u16,
 }
 
 fn case(name: &str, content_type: &'static str, body: Vec<u8>, expected: u16) -> Case {
@@ -33,7 +33,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The committed corpus: `tests/hostile/<status>-<name>`.
-fn corpus() -> Vec<Case> {
+pub fn corpus() -> Vec<Case> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hostile");
     let mut cases: Vec<Case> = std::fs::read_dir(dir)
         .unwrap()
@@ -56,7 +56,7 @@ fn corpus() -> Vec<Case> {
 }
 
 /// Bodies too big to commit, built here.
-fn generated() -> Vec<Case> {
+pub fn generated() -> Vec<Case> {
     let deep_array = "[".repeat(100_000).into_bytes();
     let deep_values =
         format!(r#"{{"type":"a","values":{}}}"#, r#"{"a":"#.repeat(100_000)).into_bytes();

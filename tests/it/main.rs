@@ -10,6 +10,7 @@ mod alerts;
 mod cli;
 mod client_edges;
 mod cluster;
+mod direct;
 mod edges;
 mod faults;
 mod hostile;
