@@ -368,11 +368,6 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub alerts: AlertArgs,
 
-    /// Send ingest requests through the router like every other route
-    /// (they take a direct way by default; the tests compare both).
-    #[arg(long, hide = true, env = "RTA_INGEST_VIA_ROUTER", value_parser = clap::builder::BoolishValueParser::new())]
-    pub ingest_via_router: bool,
-
     #[command(flatten)]
     pub limits: LimitArgs,
 }

@@ -41,7 +41,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     config.allowed_hosts = args.allowed_hosts;
-    config.direct_ingest = !args.ingest_via_router;
+    // Not a flag: only the test that compares both ways of ingest sets it.
+    config.direct_ingest =
+        std::env::var_os("RTA_INGEST_VIA_ROUTER").is_none_or(|v| v.is_empty() || v == "0");
     config.max_connections = args.max_connections.max(1);
     config.request_timeout = args
         .request_timeout
