@@ -134,7 +134,7 @@ impl Api {
     /// `POST /api/ingest` (or `/api/ingest/batch`) answered without the
     /// router: the documented operation's handler and answer, minus the
     /// layers poem-openapi puts around every operation (query and cookie
-    /// parsing, the route table, boxed futures). `edge` sends requests here;
+    /// parsing, the route table, boxed futures). `Edge` sends requests here;
     /// `tests/it/direct.rs` checks both ways answer alike.
     pub async fn ingest_direct(&self, req: Request) -> poem::Response {
         let (req, mut body) = req.split();
@@ -321,10 +321,18 @@ enum IngestError {
     Unparseable(#[from] BodyError),
     #[error("no event in the request was valid")]
     NothingValid(IngestReport),
-    #[error("{0}; nothing from this request was stored, retry later")]
+    #[error("{}", store_failure(.0))]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// A store's failure as the client needs it: whether to retry, and how.
+fn store_failure(e: &StoreError) -> String {
+    match e {
+        StoreError::Unsure(_) => e.to_string(),
+        _ => format!("{e}; nothing from this request was stored, retry later"),
+    }
 }
 
 impl From<IngestError> for IngestResponse {

@@ -75,7 +75,7 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
-    /// `POST /api/ingest` skips the router (see [`Edge`]); off only to
+    /// `POST /api/ingest` skips the router (see `Edge`); off only to
     /// compare both ways.
     pub direct_ingest: bool,
     /// This node's name in logs and `/api/status`.

@@ -25,6 +25,10 @@ pub enum StoreError {
     /// The events were not stored (disk full, read-only directory, I/O error).
     #[error("could not store events: {0}")]
     Write(String),
+    /// The events were sent but their storing was not confirmed: they may
+    /// be kept or not, and only a retry with the same key is safe.
+    #[error("{0}; they may or may not be stored: retry with the same Idempotency-Key to be sure")]
+    Unsure(String),
     #[error("could not read events: {0}")]
     Read(String),
     /// The request is more than the store takes at once; nothing was stored.

@@ -188,6 +188,9 @@ impl Store for ClickHouseStore {
         drop(publishing);
         let appended = published.map_err(|e| match e {
             BusError::TooLarge { .. } => StoreError::TooLarge(e.to_string()),
+            BusError::Unacknowledged(reason) => StoreError::Unsure(format!(
+                "NATS JetStream did not acknowledge the events ({reason})"
+            )),
             e => write_err(e),
         })?;
         let first_seq = match &appended {
