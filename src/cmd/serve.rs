@@ -42,8 +42,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.allowed_hosts = args.allowed_hosts;
     // Not a flag: only the test that compares both ways of ingest sets it.
-    config.direct_ingest =
-        std::env::var_os("RTA_INGEST_VIA_ROUTER").is_none_or(|v| v.is_empty() || v == "0");
+    config.direct_ingest = std::env::var_os("RTA_INGEST_VIA_ROUTER").is_none_or(|v| v != "1");
     config.max_connections = args.max_connections.max(1);
     config.request_timeout = args
         .request_timeout

@@ -133,8 +133,11 @@ enum StatusResponse {
 impl Api {
     /// `POST /api/ingest` (or `/api/ingest/batch`) answered without the
     /// router: the documented operation's handler and answer, minus the
-    /// layers poem-openapi puts around every operation (query and cookie
-    /// parsing, the route table, boxed futures). `Edge` sends requests here;
+    /// layers poem-openapi puts around every operation (query parsing, the
+    /// route tables, boxed futures). Keep it in step with the `#[oai]`
+    /// operations above: a parameter, validator or path added there must
+    /// be handled here too (`direct_ingest_is_the_documented_operation`
+    /// checks the paths and parameters). `Edge` sends requests here;
     /// `tests/it/direct.rs` checks both ways answer alike.
     pub async fn ingest_direct(&self, req: Request) -> poem::Response {
         let (req, mut body) = req.split();
@@ -392,7 +395,10 @@ enum IngestResponse {
     /// Unexpected failure.
     #[oai(status = 500)]
     Internal(Json<ApiError>),
-    /// The events could not be stored (for example a full disk); nothing was kept.
+    /// The events could not be stored (for example a full disk): nothing was
+    /// kept, unless the message says they may or may not be stored (on a
+    /// cluster, when NATS did not confirm them): then retry with the same
+    /// `Idempotency-Key`.
     #[oai(status = 503)]
     Unavailable(Json<ApiError>),
 }
@@ -508,5 +514,36 @@ impl<'a> ApiExtractor<'a> for IngestBody {
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         Ok(Self::new(request, body.take().unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::http::Method;
+    use poem_openapi::OpenApi;
+
+    use super::Api;
+    use crate::server::INGEST_ROUTES;
+
+    /// The edge answers the ingest paths itself: they must stay the
+    /// documented operations, POST with one parameter, read by the handler.
+    #[test]
+    fn direct_ingest_is_the_documented_operation() {
+        let meta = <Api as OpenApi>::meta();
+        let ingest: Vec<_> = meta
+            .iter()
+            .flat_map(|api| &api.paths)
+            .filter(|p| p.path.starts_with("/api/ingest"))
+            .collect();
+        let paths: Vec<&str> = ingest.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, INGEST_ROUTES);
+        for path in ingest {
+            let [operation] = &path.operations[..] else {
+                panic!("{}: one operation", path.path);
+            };
+            assert_eq!(operation.method, Method::POST);
+            let params: Vec<&str> = operation.params.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(params, ["Idempotency-Key"], "{}", path.path);
+        }
     }
 }

@@ -228,6 +228,10 @@ pub async fn run(
         }
     );
 
+    if !state.config.direct_ingest {
+        tracing::info!("ingest requests go through the router (RTA_INGEST_VIA_ROUTER=1)");
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let cluster_tasks = backend.start(feed.clone(), stop_rx.clone());
     let stopped = move || {
@@ -413,7 +417,7 @@ impl<E: Endpoint<Output = Response>> Edge<E> {
 }
 
 /// The routes [`Edge`] may answer without the router.
-const INGEST_ROUTES: [&str; 2] = ["/api/ingest", "/api/ingest/batch"];
+pub(crate) const INGEST_ROUTES: [&str; 2] = ["/api/ingest", "/api/ingest/batch"];
 
 /// Every route: its template and the methods it answers (the `Allow`
 /// header of a 405, and the route label of rta's own metrics).

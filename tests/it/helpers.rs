@@ -70,6 +70,7 @@ impl TestServer {
             .env("RTA_LOG", "info")
             .env_remove("RTA_TOKEN")
             .env_remove("RTA_LOG_FORMAT")
+            .env_remove("RTA_INGEST_VIA_ROUTER")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
