@@ -245,9 +245,6 @@ fn idempotency_key(req: &Request) -> Result<Option<String>, IngestError> {
     }
 }
 
-/// The most buffer reserved for a body before its bytes arrive.
-const RESERVE_MAX: u64 = 1 << 20;
-
 /// Reads at most `limit` bytes. A larger body is read on and discarded (up
 /// to a bound) before the 413, because a client still sending when the
 /// connection closes would never see the answer.
@@ -255,25 +252,29 @@ async fn read_limited(
     body: Body,
     limit: usize,
     announced: Option<u64>,
-) -> Result<Vec<u8>, IngestError> {
+) -> Result<bytes::Bytes, IngestError> {
+    if announced.is_some_and(|n| n <= limit as u64) {
+        // HTTP/1.1 delivers exactly the announced length (a longer body is
+        // the next request's bytes), so the body is taken as it came.
+        return body
+            .into_bytes()
+            .await
+            .map_err(|e| IngestError::BadBody(format!("could not read the body: {e}")));
+    }
     let failed = |e: std::io::Error| IngestError::BadBody(format!("could not read the body: {e}"));
     let mut reader = body.into_async_read();
-    // Sized up front from the announced length, so a body is not copied
-    // again each time the buffer grows; only so far, since a length is only
-    // a claim until the bytes arrive.
-    let reserve = announced.map_or(0, |n| n.min(limit as u64).min(RESERVE_MAX) as usize);
-    let mut bytes = Vec::with_capacity(reserve);
-    if announced.is_none_or(|n| n <= limit as u64) {
+    if announced.is_none() {
+        // Chunked: nothing bounds it but this read.
+        let mut bytes = Vec::new();
         (&mut reader)
             .take(limit as u64 + 1)
             .read_to_end(&mut bytes)
             .await
             .map_err(failed)?;
         if bytes.len() <= limit {
-            return Ok(bytes);
+            return Ok(bytes.into());
         }
     }
-    drop(bytes);
     let drain_bound = (limit as u64).saturating_mul(4).max(64 << 20);
     let _ = tokio::io::copy(&mut reader.take(drain_bound), &mut tokio::io::sink()).await;
     Err(IngestError::TooLarge { limit })
@@ -281,7 +282,10 @@ async fn read_limited(
 
 /// Decompresses without ever holding more than `limit` bytes, so a small
 /// body that expands to gigabytes is refused early.
-async fn gunzip_limited(compressed: Vec<u8>, limit: usize) -> Result<Vec<u8>, IngestError> {
+async fn gunzip_limited(
+    compressed: bytes::Bytes,
+    limit: usize,
+) -> Result<bytes::Bytes, IngestError> {
     tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(&compressed[..])
@@ -293,7 +297,7 @@ async fn gunzip_limited(compressed: Vec<u8>, limit: usize) -> Result<Vec<u8>, In
         if out.len() > limit {
             return Err(IngestError::TooLarge { limit });
         }
-        Ok(out)
+        Ok(out.into())
     })
     .await
     .map_err(|e| IngestError::Internal(e.to_string()))?

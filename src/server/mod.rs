@@ -168,9 +168,12 @@ pub async fn run(
         format!("{} events read", loaded.replayed)
     };
     let engine = LiveEngine::start(loaded.engine).context("cannot start the engine's thread")?;
-    let acceptor =
-        guard::GuardedAcceptor::new(acceptor, config.max_connections, config.request_timeout);
-    let idle_timeout = config.idle_timeout;
+    let acceptor = guard::GuardedAcceptor::new(
+        acceptor,
+        config.max_connections,
+        config.request_timeout,
+        config.idle_timeout,
+    );
     let push_interval = config.push_interval;
     let maintenance = Maintenance {
         backend: backend.clone(),
@@ -244,17 +247,16 @@ pub async fn run(
     let maintenance_task = tokio::spawn(maintenance.clone().run(stopped()));
     let alerts_task = tokio::spawn(alerts.run(state.clone(), stopped()));
     let app = routes(state, hub);
-    let server = Server::new_with_acceptor(acceptor)
-        .idle_timeout(idle_timeout)
-        .run_with_graceful_shutdown(
-            app,
-            async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing requests and flushing writes");
-                let _ = stop_tx.send(true);
-            },
-            Some(Duration::from_secs(10)),
-        );
+    // Idle connections are closed by the guard (see `guard`), not by poem.
+    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+        app,
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests and flushing writes");
+            let _ = stop_tx.send(true);
+        },
+        Some(Duration::from_secs(10)),
+    );
     let result = server.await;
     let _ = hub_task.await;
     let _ = maintenance_task.await;

@@ -124,7 +124,11 @@ impl<T: Type + Serialize + Send> IntoResponse for SerdeJson<T> {
     fn into_response(self) -> Response {
         match serde_json::to_vec(&self.0) {
             Ok(body) => Response::builder()
-                .content_type(Self::CONTENT_TYPE)
+                // Static: not parsed and checked again for every answer.
+                .header(
+                    poem::http::header::CONTENT_TYPE,
+                    poem::http::HeaderValue::from_static(Self::CONTENT_TYPE),
+                )
                 .body(body),
             Err(e) => Response::builder()
                 .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)

@@ -188,6 +188,58 @@ async fn a_slowloris_client_is_cut_off() {
     assert_eq!(server.get("/healthz").await.0, StatusCode::OK);
 }
 
+/// Whether the server closed `stream` within `limit` (reading what it sends).
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_kept() {
+    let server = TestServer::start_with(&["--idle-timeout", "1s"]).await;
+    // Connected, silent: closed after the idle timeout.
+    let mut silent = TcpStream::connect(addr(&server)).unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the timeout"
+    );
+
+    // A request answered, then silence: closed too.
+    let mut once = TcpStream::connect(addr(&server)).unwrap();
+    once.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    assert!(closed_within(&mut once, Duration::from_secs(5)));
+
+    // A request every 400 ms for 3 s on one connection: kept open.
+    let mut busy = TcpStream::connect(addr(&server)).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 4096];
+    for i in 0..8 {
+        busy.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap_or_else(|e| panic!("request {i}: the connection was closed: {e}"));
+        let n = busy.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "request {i} answered"
+        );
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
 #[tokio::test]
 async fn connections_are_capped() {
     let server = TestServer::start_with(&["--max-connections", "3"]).await;
