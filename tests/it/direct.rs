@@ -3,14 +3,12 @@
 //! the same requests, in the same order, to one server of each kind, with
 //! the same flags, and every status, header and body compared.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::helpers::TestServer;
+use crate::helpers::{TestServer, raw_exchange};
 use crate::hostile;
 
 /// One request: its method, path, headers (a name may repeat) and body.
@@ -364,26 +362,14 @@ async fn send(server: &TestServer, probe: &Probe) -> Answer {
 /// head without its `date`, and the body that came with it.
 fn raw(server: &TestServer, request: &str) -> String {
     let addr = server.url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    stream
-        .write_all(request.replace("ADDR", addr).as_bytes())
-        .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let request = request.replace("ADDR", addr);
+    raw_exchange(server, request.as_bytes(), Duration::from_secs(2), |_| {
+        false
+    })
+    .lines()
+    .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+    .collect::<Vec<_>>()
+    .join("\n")
 }
 
 /// Requests only a raw socket sends: no Host, an absolute URI, a client

@@ -2,8 +2,6 @@
 //! cross-site writes, DNS rebinding, tokens, the docs and CORS, retention of
 //! old events, quantiles of few values, and `Expect: 100-continue`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,29 +10,17 @@ use serde_json::{Value, json};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::helpers::{BIN, TestServer, measure, type_metrics};
+use crate::helpers::{BIN, TestServer, measure, raw_exchange, type_metrics};
 
 fn addr(server: &TestServer) -> String {
     server.url.trim_start_matches("http://").to_string()
 }
 
-/// Sends raw bytes and returns what the server answered within `wait`.
+/// Sends raw bytes and returns the head the server answered within `wait`.
 fn raw(server: &TestServer, request: &[u8], wait: Duration) -> String {
-    let mut stream = TcpStream::connect(addr(server)).unwrap();
-    stream.set_read_timeout(Some(wait)).unwrap();
-    stream.write_all(request).unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        answer.extend_from_slice(&buf[..n]);
-        if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&answer).into_owned()
+    raw_exchange(server, request, wait, |answer| {
+        answer.windows(4).any(|w| w == b"\r\n\r\n")
+    })
 }
 
 #[tokio::test]

@@ -11,6 +11,32 @@ use tempfile::TempDir;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_rta");
 
+/// Sends raw bytes (what an HTTP client would not send) to `server` and
+/// reads the answer for at most `wait`, or until `enough` says so.
+pub fn raw_exchange(
+    server: &TestServer,
+    request: &[u8],
+    wait: Duration,
+    enough: impl Fn(&[u8]) -> bool,
+) -> String {
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    std::io::Write::write_all(&mut stream, request).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if enough(&answer) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A running `rta serve` with its own data directory.
 pub struct TestServer {
     child: Child,
