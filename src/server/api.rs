@@ -527,7 +527,7 @@ mod tests {
     use poem_openapi::OpenApi;
 
     use super::Api;
-    use crate::server::INGEST_ROUTES;
+    use crate::server::edge::INGEST_ROUTES;
 
     /// The edge answers the ingest paths itself: they must stay the
     /// documented operations, POST with one parameter, read by the handler.
