@@ -13,7 +13,8 @@
 //! The reading happens without holding the engine ([`Epochs::plan`], then
 //! [`Reread::take`] per stored run, then [`Epochs::forget_before`]), so
 //! ingest and reads go on meanwhile; events applied in between are added
-//! from the store by sequence number.
+//! from the store by sequence number ([`Reread::catch_up`]), once without
+//! the engine and then, holding it, only those applied during that read.
 //!
 //! Memory: with a retention, up to `EPOCHS + PARTS + 1` summaries per type
 //! beside the all-time one (each bounded as the all-time one is); events
@@ -46,10 +47,12 @@ const FUTURE: i64 = i64::MAX;
 
 /// What a retention pass reads again from the store, gathered without the
 /// engine (so ingest and reads go on meanwhile): the parts after the
-/// cutoff of the epoch the cutoff cuts, from events up to `last_seq`.
+/// cutoff of the epoch the cutoff cuts, from events up to `last_seq`, then
+/// those committed after it up to `read_to`.
 pub struct Reread {
     pub range: TimeRange,
     last_seq: u64,
+    read_to: u64,
     tracked: Vec<EventType>,
     part_width: i64,
     limits: SummaryLimits,
@@ -61,17 +64,29 @@ impl Reread {
     /// Takes the stored events of the range that the engine had applied
     /// when the pass began (later ones it adds itself).
     pub fn take(&mut self, first_seq: u64, events: &[Event]) {
-        self.add(first_seq, events, |seq, last| seq <= last);
+        let last = self.last_seq;
+        self.add(first_seq, events, |seq| seq <= last);
     }
 
-    fn take_later(&mut self, first_seq: u64, events: &[Event]) {
-        self.add(first_seq, events, |seq, last| seq > last);
+    /// Takes the stored events committed after those taken so far, up to
+    /// `upto` (the engine's last sequence number when it was asked), read
+    /// through `read`. Later ones the engine adds itself when it applies
+    /// them.
+    pub fn catch_up(&mut self, upto: u64, read: &mut ReadSince<'_>) {
+        let from = self.read_to;
+        if upto <= from {
+            return;
+        }
+        read(from, &mut |first_seq, events| {
+            self.add(first_seq, events, |seq| seq > from && seq <= upto)
+        });
+        self.read_to = upto;
     }
 
-    fn add(&mut self, first_seq: u64, events: &[Event], wanted: impl Fn(u64, u64) -> bool) {
+    fn add(&mut self, first_seq: u64, events: &[Event], wanted: impl Fn(u64) -> bool) {
         for (i, event) in events.iter().enumerate() {
             let ts = event.timestamp.millis();
-            if !wanted(first_seq + i as u64, self.last_seq)
+            if !wanted(first_seq + i as u64)
                 || !self.range.contains(ts)
                 || !self.tracked.contains(&event.kind)
             {
@@ -210,6 +225,7 @@ impl Epochs {
         Some(Reread {
             range: TimeRange { from: cutoff, to },
             last_seq,
+            read_to: last_seq,
             tracked,
             part_width,
             limits,
@@ -220,11 +236,12 @@ impl Epochs {
 
     /// Forgets every event before `cutoff`: drops the epochs wholly before
     /// it and puts in the parts `reread` gathered, with the events the
-    /// engine applied since the plan (read through `since`).
+    /// engine applied up to `upto` that it has not read (through `since`).
     pub fn forget_before(
         &mut self,
         cutoff: i64,
         reread: Option<Reread>,
+        upto: u64,
         since: &mut ReadSince<'_>,
         limits: SummaryLimits,
     ) {
@@ -237,9 +254,7 @@ impl Epochs {
         let Some((_, span)) = self.spans.iter_mut().next().filter(|(s, _)| **s < cutoff) else {
             return;
         };
-        since(reread.last_seq, &mut |first_seq, events| {
-            reread.take_later(first_seq, events)
-        });
+        reread.catch_up(upto, since);
         let mut parts = span.parts.take().unwrap_or_default();
         parts.retain(|p, _| *p + reread.part_width > reread.range.to);
         parts.append(&mut reread.parts);
@@ -301,7 +316,7 @@ impl Engine {
         let cutoff = cutoff.millis();
         let limits = self.config.all_time_limits();
         let tracked_before: u64 = self.types.values().map(|s| s.all_time.count).sum();
-        epochs.forget_before(cutoff, reread, since, limits);
+        epochs.forget_before(cutoff, reread, self.last_seq, since, limits);
         let mut all_time = epochs.all_time(limits);
         self.types
             .retain(|kind, state| match all_time.remove(kind) {

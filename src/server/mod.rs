@@ -493,18 +493,29 @@ impl Maintenance {
 
     /// Has the engine forget what retention deleted, reading again from the
     /// store only the span the cutoff cuts, without holding the engine; the
-    /// events it applied meanwhile are then read by sequence number.
+    /// events it applied meanwhile are then read by sequence number, also
+    /// without holding it, so that holding it reads only those it applied
+    /// during that read (the store may be a slow ClickHouse).
     async fn forget_before(&self, cutoff: Timestamp, deleted: Option<u64>) -> anyhow::Result<()> {
         let (store, live) = (self.store.clone(), self.engine.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut failed = None;
             let mut reread = live.with(|engine| engine.forget_plan(cutoff));
             if let Some(reread) = &mut reread {
                 let range = reread.range;
                 store.scan_range(range, None, Part::ALL, &mut |first, events| {
                     reread.take(first, events)
                 })?;
+                let upto = live.with(|engine| engine.last_seq());
+                reread.catch_up(upto, &mut |after, sink| {
+                    if let Err(e) = store.scan(after, sink) {
+                        failed = Some(e);
+                    }
+                });
+                if let Some(e) = failed.take() {
+                    return Err(e.into());
+                }
             }
-            let mut failed = None;
             live.with(|engine| {
                 engine.forget_before(cutoff, deleted, reread, &mut |after, sink| {
                     if let Err(e) = store.scan(after, sink) {

@@ -233,11 +233,23 @@ impl TestServer {
 
     /// The status and the body, as JSON when it is.
     async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = request.send().await.expect("the server answers");
+        let resp = match request.send().await {
+            Ok(resp) => resp,
+            Err(e) => panic!(
+                "the server answers: {e:?}; its last log lines:\n{}",
+                self.last_logs(30)
+            ),
+        };
         let status = resp.status();
         let text = resp.text().await.expect("a body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
+    }
+
+    /// The last `n` lines the server logged, for a failure's message.
+    pub fn last_logs(&self, n: usize) -> String {
+        let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        logs[logs.len().saturating_sub(n)..].join("\n")
     }
 
     pub async fn metrics(&self, query: &str) -> Value {

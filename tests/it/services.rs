@@ -3,8 +3,10 @@
 //! ports in a temporary directory and stopped by PID, never as a system
 //! service.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -24,52 +26,86 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+/// `n` free ports, never one given before in this process: each is held
+/// until all are chosen, so no two are the same, and two services started
+/// at once cannot be given the same.
+fn free_ports(n: usize) -> Vec<u16> {
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut held = Vec::new();
+    while held.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        if given.insert(port) {
+            held.push((listener, port));
+        }
+    }
+    held.into_iter().map(|(_, port)| port).collect()
 }
 
 fn spawn(program: &'static str, args: &[String], dir: &TempDir) -> Child {
+    let output = std::fs::File::create(dir.path().join(format!("{program}.out")))
+        .expect("the output file is created");
+    let errors = output.try_clone().expect("the output file is shared");
     Command::new(program)
         .args(args)
         .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(output)
+        .stderr(errors)
         .spawn()
         .unwrap_or_else(|e| {
             panic!("cannot run {program} ({e}); .ci/run installs it from Debian's packages")
         })
 }
 
+/// Starts `program` with the arguments `args_for` makes for `ports` free
+/// ports (the first is the one it is asked on) and waits until it is ready.
+/// A port can be taken between choosing it and the server binding it
+/// (another test's connection may get it): a server that exits before it
+/// is ready is started again on other ports, up to three times.
+fn start(
+    program: &'static str,
+    ports: usize,
+    mut args_for: impl FnMut(&TempDir, &[u16]) -> Vec<String>,
+) -> Service {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let chosen = free_ports(ports);
+        let args = args_for(&dir, &chosen);
+        let mut service = Service {
+            child: spawn(program, &args, &dir),
+            program,
+            args,
+            port: chosen[0],
+            dir,
+        };
+        match service.wait_ready() {
+            Ok(()) => return service,
+            Err(Exited(why)) if tries < 3 => eprintln!("{why}; starting it again"),
+            Err(Exited(why)) => panic!("{why}"),
+        }
+    }
+}
+
 /// `nats-server` with JetStream, storing in a temporary directory.
 pub fn nats() -> Service {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = free_port();
-    let monitor = free_port();
-    let args = [
-        "-m",
-        &monitor.to_string(),
-        "-js",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-sd",
-        &dir.path().join("jetstream").to_string_lossy(),
-    ]
-    .map(String::from);
-    let child = spawn("nats-server", &args, &dir);
-    let service = Service {
-        child,
-        program: "nats-server",
-        args: args.to_vec(),
-        port,
-        dir,
-    };
-    service.wait_ready();
-    service
+    start("nats-server", 2, |dir, ports| {
+        [
+            "-p",
+            &ports[0].to_string(),
+            "-m",
+            &ports[1].to_string(),
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-sd",
+            &dir.path().join("jetstream").to_string_lossy(),
+        ]
+        .map(String::from)
+        .to_vec()
+    })
 }
 
 impl Service {
@@ -80,7 +116,7 @@ impl Service {
     /// The first and last message sequence of a JetStream stream, from
     /// nats-server's monitoring port.
     pub async fn stream_span(&self, stream: &str) -> (u64, u64) {
-        let monitor = self.args[1].clone();
+        let monitor = self.args[3].clone();
         let jsz: serde_json::Value =
             reqwest::get(format!("http://127.0.0.1:{monitor}/jsz?streams=true"))
                 .await
@@ -142,24 +178,63 @@ impl Service {
     pub fn start_again(&mut self) {
         self.kill();
         self.child = spawn(self.program, &self.args, &self.dir);
-        self.wait_ready();
+        if let Err(Exited(why)) = self.wait_ready() {
+            panic!("{why}");
+        }
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the server answers; at most 60 s. A server that exits
+    /// first is an error saying what it printed; one that neither answers
+    /// nor exits fails the test, also saying what it printed.
+    fn wait_ready(&mut self) -> Result<(), Exited> {
         let port = self.port;
-        if self.program == "prometheus" {
-            return wait_until("prometheus answers /-/ready", || {
+        let (what, ready): (&str, fn(u16) -> bool) = match self.program {
+            "prometheus" => ("answers /-/ready", |port| {
                 http_get(port, "/-/ready").is_some_and(|a| a.starts_with("HTTP/1.0 200"))
-            });
-        }
-        if self.program == "nats-server" {
-            return wait_until("nats-server accepts connections", || {
+            }),
+            "nats-server" => ("accepts connections", |port| {
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
+            }),
+            _ => ("answers /ping", |port| {
+                http_get(port, "/ping").is_some_and(|a| a.ends_with("Ok.\n"))
+            }),
+        };
+        let started = Instant::now();
+        while !ready(port) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(Exited(format!(
+                    "{} exited ({status}) before it {what}; it printed:\n{}",
+                    self.program,
+                    self.printed()
+                )));
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} {what} within 60 s; it printed:\n{}",
+                self.program,
+                self.printed()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        wait_until("clickhouse-server answers /ping", || {
-            http_get(port, "/ping").is_some_and(|a| a.ends_with("Ok.\n"))
-        });
+        Ok(())
+    }
+
+    /// The end of what the server wrote to its output and, for ClickHouse,
+    /// to its error log.
+    fn printed(&self) -> String {
+        let tail = |name: &str| {
+            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let start = text.len().saturating_sub(3000);
+            let start = (start..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            format!("--- {name}\n{}", &text[start..])
+        };
+        let mut out = tail(&format!("{}.out", self.program));
+        if self.program == "clickhouse-server" {
+            out += &tail("log/error.log");
+        }
+        out
     }
 
     /// Asks Prometheus's HTTP API for an instant query; the first series'
@@ -196,8 +271,6 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 /// `prometheus` scraping `target` (host:port) every second, with `token`
 /// as its bearer credentials when given.
 pub fn prometheus(target: &str, token: Option<&str>) -> Service {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = free_port();
     let authorization = token
         .map(|t| format!("    authorization:\n      credentials: {t}\n"))
         .unwrap_or_default();
@@ -205,77 +278,52 @@ pub fn prometheus(target: &str, token: Option<&str>) -> Service {
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
          scrape_configs:\n  - job_name: rta\n{authorization}    static_configs:\n      - targets: ['{target}']\n"
     );
-    let file = dir.path().join("prometheus.yml");
-    std::fs::write(&file, config).expect("the config is written");
-    let args = [
-        format!("--config.file={}", file.display()),
-        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-    ];
-    let child = spawn("prometheus", &args, &dir);
-    let service = Service {
-        child,
-        program: "prometheus",
-        args: args.to_vec(),
-        port,
-        dir,
-    };
-    service.wait_ready();
-    service
+    start("prometheus", 1, |dir, ports| {
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, &config).expect("the config is written");
+        vec![
+            format!("--config.file={}", file.display()),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{}", ports[0]),
+        ]
+    })
 }
 
 /// `clickhouse-server` with its own configuration, data and ports.
 pub fn clickhouse() -> Service {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let root = dir.path().to_string_lossy().into_owned();
-    let (http, tcp, interserver) = (free_port(), free_port(), free_port());
-    for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
-        std::fs::create_dir_all(dir.path().join(sub)).expect("a directory");
-    }
-    let config = format!(
-        r#"<yandex>
-  <logger><level>warning</level><log>{root}/log/server.log</log><errorlog>{root}/log/error.log</errorlog><console>0</console></logger>
-  <listen_host>127.0.0.1</listen_host>
-  <http_port>{http}</http_port>
-  <tcp_port>{tcp}</tcp_port>
-  <interserver_http_port>{interserver}</interserver_http_port>
-  <path>{root}/data/</path>
-  <tmp_path>{root}/tmp/</tmp_path>
-  <user_files_path>{root}/user_files/</user_files_path>
-  <format_schema_path>{root}/format_schemas/</format_schema_path>
-  <users_config>{root}/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <mark_cache_size>268435456</mark_cache_size>
-</yandex>"#
-    );
-    let users = r#"<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>"#;
-    std::fs::write(dir.path().join("config.xml"), config).expect("the config is written");
-    std::fs::write(dir.path().join("users.xml"), users).expect("the users are written");
-    let args = [format!("--config-file={root}/config.xml")];
-    let child = spawn("clickhouse-server", &args, &dir);
-    let service = Service {
-        child,
-        program: "clickhouse-server",
-        args: args.to_vec(),
-        port: http,
-        dir,
-    };
-    service.wait_ready();
-    service
+    start("clickhouse-server", 3, |dir, ports| {
+        let root = dir.path().to_string_lossy().into_owned();
+        let (http, tcp, interserver) = (ports[0], ports[1], ports[2]);
+        for sub in ["data", "tmp", "user_files", "format_schemas", "log"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("a directory");
+        }
+        let config = format!(
+            r#"<yandex>
+      <logger><level>warning</level><log>{root}/log/server.log</log><errorlog>{root}/log/error.log</errorlog><console>0</console></logger>
+      <listen_host>127.0.0.1</listen_host>
+      <http_port>{http}</http_port>
+      <tcp_port>{tcp}</tcp_port>
+      <interserver_http_port>{interserver}</interserver_http_port>
+      <path>{root}/data/</path>
+      <tmp_path>{root}/tmp/</tmp_path>
+      <user_files_path>{root}/user_files/</user_files_path>
+      <format_schema_path>{root}/format_schemas/</format_schema_path>
+      <users_config>{root}/users.xml</users_config>
+      <default_profile>default</default_profile>
+      <default_database>default</default_database>
+      <mark_cache_size>268435456</mark_cache_size>
+    </yandex>"#
+        );
+        let users = r#"<yandex>
+      <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+      <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+      <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+    </yandex>"#;
+        std::fs::write(dir.path().join("config.xml"), config).expect("the config is written");
+        std::fs::write(dir.path().join("users.xml"), users).expect("the users are written");
+        vec![format!("--config-file={root}/config.xml")]
+    })
 }
 
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// A server that exited before it was ready: what it printed.
+struct Exited(String);
