@@ -85,12 +85,36 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/x-ndjson"
 LUA
+# CPU time (clock ticks: user, system) of a process's threads, summed by thread name.
+thread_ticks() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(awk '{print $14, $15}' "$t/stat")"
+  done 2>/dev/null | awk '{u[$1] += $2; s[$1] += $3} END {for (k in u) print k, u[k], s[k]}' | sort
+}
 # Requests/s of one wrk run; answers other than 2xx and socket errors are
 # added up per port in $WORK/errors (a figure with errors in it is no figure).
-rps() {
-  local out; out=$(wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest")
+# Given a PID and a name, each thread's CPU time over the run and the
+# requests are added to $WORK/cpu-NAME.
+rps() { # PORT CONNS SCRIPT [PID NAME]
+  local out
+  [ -n "${4:-}" ] && thread_ticks "$4" > "$WORK/ticks-before"
+  out=$(wrk -t2 -c"$2" -d"$DUR" -s "$3" "http://127.0.0.1:$1/api/ingest")
+  if [ -n "${4:-}" ]; then
+    thread_ticks "$4" | join "$WORK/ticks-before" - |
+      awk -v n="$(echo "$out" | awk '/requests in/ {print $1}')" '{print $1, $4 - $2, $5 - $3, n}' >> "$WORK/cpu-$5"
+  fi
   echo "$out" | awk -v port="$1" '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print port, n + 0}' >> "$WORK/errors"
   echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}'
+}
+# CPU per request (us, user+system) by thread group, from $WORK/cpu-NAME:
+# the HTTP workers, the writer (rta's, or the durable baseline's, which
+# bears the process's name), and the rest.
+cpu_per_request() { # NAME WRITER_THREAD
+  awk -v w="$2" -v hz="$(getconf CLK_TCK)" '
+    { g = ($1 == "tokio-rt-worker") ? "HTTP" : ($1 == w) ? "writer" : "other"; u[g] += $2; s[g] += $3; n[$1] += $4 }
+    END { for (k in n) if (n[k] > req) req = n[k]
+          split("HTTP writer other", order, " ")
+          for (i = 1; i <= 3; i++) { g = order[i]; printf "%s%s %.0f+%.0f", (i > 1 ? ", " : ""), g, u[g] * 1e6 / hz / req, s[g] * 1e6 / hz / req } }' "$WORK/cpu-$1"
 }
 errors_of() { awk -v port="$1" '$1 == port {n += $2} END {print n + 0}' "$WORK/errors" 2>/dev/null || echo 0; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -131,14 +155,15 @@ for conns in 8 64; do
   # The plain baseline runs between the two that flush, so neither starts
   # while the disk still works off the other's flushes.
   for _ in $(seq 1 "$ROUNDS"); do
-    d+=("$(rps "$DURABLE_PORT" "$conns" "$WORK/one.lua")")
+    d+=("$(rps "$DURABLE_PORT" "$conns" "$WORK/one.lua" "$DURABLE_PID" "durable-$conns")")
     b+=("$(rps "$BASE_PORT" "$conns" "$WORK/one.lua")")
-    r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua")")
+    r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua" "$RTA_PID" "rta-$conns")")
     settle "$RTA_PORT" >/dev/null
   done
   R=$(median "${r[@]}"); B=$(median "${b[@]}"); D=$(median "${d[@]}")
   row "1. single-event ingest, $conns connections (req/s)" "$R" "$B" "$(awk -v r="$R" -v b="$B" 'BEGIN {printf "%.2f", r/b}')" ">= 0.6x baseline" "wrk -t2 -c$conns -d$DUR -s one.lua URL/api/ingest"
   row "    the same against the durable baseline (group commit, one fdatasync per group)" "$R" "durable: $D" "$(awk -v r="$R" -v d="$D" 'BEGIN {printf "%.2f", r/d}')" ">= 0.8x durable" "baseline_server ADDR --durable FILE; rta, plain and durable in alternation"
+  row "    CPU per request by thread, user+system (us): rta, durable" "$(cpu_per_request "rta-$conns" rta-writer)" "$(cpu_per_request "durable-$conns" baseline_server)" "" "context" "utime, stime of /proc/PID/task/* over the rounds above"
 done
 kill -9 "$DURABLE_PID" 2>/dev/null || true
 # What Prometheus costs: the same load with /metrics scraped every second,
