@@ -68,6 +68,11 @@ impl Reread {
         self.add(first_seq, events, |seq| seq <= last);
     }
 
+    /// The last sequence number whose events were taken (or looked at).
+    pub fn read_to(&self) -> u64 {
+        self.read_to
+    }
+
     /// Takes the stored events committed after those taken so far, up to
     /// `upto` (the engine's last sequence number when it was asked), read
     /// through `read`. Later ones the engine adds itself when it applies

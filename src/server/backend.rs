@@ -19,6 +19,8 @@ use crate::store::sqlite::SqliteStore;
 
 /// The engine's saved state, in the bus's object bucket.
 const ENGINE_STATE: &str = "engine";
+/// How long a starting node waits to catch up with the stream before it answers.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub enum Backend {
     /// One node: the store publishes its commits to the feed itself.
@@ -126,6 +128,32 @@ impl Backend {
             tokio::spawn(store.summaries(stop.clone())),
             tokio::spawn(store.loader().run(stop)),
         ]
+    }
+
+    /// Waits, at most [`CATCH_UP_WAIT`], until the feed has given the engine
+    /// every stream message there was when it was called: a node that starts
+    /// answers as the others do from its first answer.
+    pub async fn catch_up(&self) {
+        let Self::Cluster {
+            bus, built_upto, ..
+        } = self
+        else {
+            return;
+        };
+        match bus.seq_span().await {
+            Ok((_, last)) if last > *built_upto => {
+                if !bus.wait_followed(last, CATCH_UP_WAIT).await {
+                    tracing::warn!(
+                        "the live view has not caught up with the stream (message {last}) within {} s; answering meanwhile",
+                        CATCH_UP_WAIT.as_secs()
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "cannot read where the stream ends ({e}); answering before the live view caught up with it"
+            ),
+        }
     }
 
     /// The engine, brought up to date with the store: from the saved state

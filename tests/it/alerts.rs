@@ -264,13 +264,10 @@ async fn restarts_neither_repeat_nor_forget_a_notification() {
 async fn a_dead_webhook_is_retried_then_given_up_without_holding_up_others() {
     let receiver = Receiver::start().await;
     // A port nothing listens on.
-    let dead = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!(
-            "http://127.0.0.1:{}/hook",
-            listener.local_addr().unwrap().port()
-        )
-    };
+    let dead = format!(
+        "http://127.0.0.1:{}/hook",
+        crate::services::free_ports(1)[0]
+    );
     let server = TestServer::start_with(&args(&["--webhook-retry-for", "3s"])).await;
     add(&server, mean_rule("dead", &dead)).await;
     add(&server, mean_rule("live", &receiver.url)).await;

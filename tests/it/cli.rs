@@ -318,12 +318,8 @@ async fn query_prints_every_format() {
 
 #[tokio::test]
 async fn an_unreachable_server_exits_2_with_the_url() {
-    // A port nobody listens on: bind one, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on (and no service of these tests is given).
+    let port = crate::services::free_ports(1)[0];
     let url = format!("http://127.0.0.1:{port}");
     for args in [
         vec!["query", "--retry-for", "300ms"],

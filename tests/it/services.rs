@@ -29,7 +29,7 @@ impl Drop for Service {
 /// `n` free ports, never one given before in this process: each is held
 /// until all are chosen, so no two are the same, and two services started
 /// at once cannot be given the same.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     let mut held = Vec::new();
@@ -44,8 +44,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 fn spawn(program: &'static str, args: &[String], dir: &TempDir) -> Child {
-    let output = std::fs::File::create(dir.path().join(format!("{program}.out")))
-        .expect("the output file is created");
+    // Appended to: a restart keeps what the first run printed.
+    let output = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join(format!("{program}.out")))
+        .expect("the output file is made");
     let errors = output.try_clone().expect("the output file is shared");
     Command::new(program)
         .args(args)
@@ -192,8 +196,8 @@ impl Service {
             "prometheus" => ("answers /-/ready", |port| {
                 http_get(port, "/-/ready").is_some_and(|a| a.starts_with("HTTP/1.0 200"))
             }),
-            "nats-server" => ("accepts connections", |port| {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            "nats-server" => ("greets a client", |port| {
+                greeting(port).is_some_and(|line| line.starts_with("INFO {"))
             }),
             _ => ("answers /ping", |port| {
                 http_get(port, "/ping").is_some_and(|a| a.ends_with("Ok.\n"))
@@ -223,7 +227,8 @@ impl Service {
     /// to its error log.
     fn printed(&self) -> String {
         let tail = |name: &str| {
-            let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+            let bytes = std::fs::read(self.dir.path().join(name)).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
             let start = text.len().saturating_sub(3000);
             let start = (start..text.len())
                 .find(|i| text.is_char_boundary(*i))
@@ -256,16 +261,36 @@ impl Service {
     }
 }
 
+/// A connection to the loopback `port` that gives up after a second on
+/// each step (a listener that accepts and never answers cannot hold a test).
+fn connect(port: u16) -> Option<std::net::TcpStream> {
+    let wait = Duration::from_secs(1);
+    let stream = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), wait).ok()?;
+    stream.set_read_timeout(Some(wait)).ok()?;
+    stream.set_write_timeout(Some(wait)).ok()?;
+    Some(stream)
+}
+
 /// A bare HTTP/1.0 GET on the loopback: the whole answer, if any.
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut stream = connect(port)?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
         .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
+}
+
+/// The first line a server sends on a new connection (NATS: `INFO {...}`).
+fn greeting(port: u16) -> Option<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(connect(port)?)
+        .read_line(&mut line)
+        .ok()?;
+    Some(line)
 }
 
 /// `prometheus` scraping `target` (host:port) every second, with `token`
