@@ -396,16 +396,10 @@ fn raw_probes(token: &str) -> Vec<String> {
 
 /// `rta_http_requests_total` lines of `/metrics`, as counted so far.
 async fn counted(server: &TestServer) -> Vec<String> {
-    let text = server
-        .http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+    let (_, text) = server.get("/metrics").await;
+    text.as_str()
+        .expect("the exposition format, as text")
+        .lines()
         .filter(|line| line.starts_with("rta_http_requests_total{"))
         .map(str::to_string)
         .collect()

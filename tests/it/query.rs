@@ -519,18 +519,10 @@ async fn events_page_stream_and_round_trip(server: &TestServer) {
         streamed.len(),
         oldest_first.len()
     );
-    let csv = server
-        .http
-        .get(format!(
-            "{}/api/events?type=sales&format=csv&limit=5",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, csv) = server
+        .get("/api/events?type=sales&format=csv&limit=5")
+        .await;
+    let csv = csv.as_str().expect("CSV, as text");
     assert!(csv.starts_with("timestamp,source,type,values\n"), "{csv}");
     assert_eq!(csv.lines().count(), 6);
 
