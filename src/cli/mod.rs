@@ -281,7 +281,8 @@ pub struct ServeArgs {
     /// Where events are kept: sqlite:DIR (the default, the same as --data-dir DIR) or,
     /// for several nodes behind a load balancer, clickhouse://HOST:PORT/DATABASE (its HTTP
     /// port, 8123 by default; needs --bus). ClickHouse's user and password go in the URL
-    /// or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD.
+    /// or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD; ?timeout=30s (the default) is
+    /// how long ClickHouse may stay silent before rta gives up on a statement.
     #[arg(long, env = "RTA_STORE", value_name = "URL", hide_env_values = true)]
     pub store: Option<String>,
 

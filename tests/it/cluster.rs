@@ -447,6 +447,51 @@ fn conflicting_store_flags_are_refused_with_what_to_pass() {
     );
 }
 
+/// A ClickHouse that takes the connection and then never answers (hung, or
+/// stopped in a debugger) is given up on after the URL's timeout, with a
+/// message naming it, instead of holding start-up forever.
+#[test]
+fn a_clickhouse_that_never_answers_is_given_up_on() {
+    let nats = services::nats();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = silent.local_addr().expect("an address").port();
+    std::thread::spawn(move || {
+        // Accepted and kept open, never read from nor written to.
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let store = format!("clickhouse://127.0.0.1:{port}/rta?timeout=1s");
+    let started = Instant::now();
+    let mut child = std::process::Command::new(crate::helpers::BIN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--store", &store, "--bus"])
+        .arg(nats.nats_url())
+        .env_remove("RTA_DATA_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rta starts");
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("rta's status") {
+            break status.code();
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("rta still waits for a silent ClickHouse after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr is text");
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach ClickHouse at clickhouse://127.0.0.1:{port}/rta"
+        )) && stderr.contains("no answer within 1s"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_drops_whole_days_and_deletes_inside_the_cut_day() {
     let cluster = Cluster::start();

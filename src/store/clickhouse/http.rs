@@ -9,7 +9,8 @@ use futures_util::StreamExt;
 
 use crate::store::StoreError;
 
-/// `clickhouse://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE`, as given to `--store`.
+/// `clickhouse://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE[?timeout=DURATION]`,
+/// as given to `--store`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClickHouseUrl {
     /// `http://HOST:PORT/`
@@ -17,6 +18,9 @@ pub struct ClickHouseUrl {
     pub database: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// How long ClickHouse may stay silent while rta waits for its answer
+    /// (between two reads, so a long stream of rows is not cut short).
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for ClickHouseUrl {
@@ -28,6 +32,9 @@ impl std::fmt::Debug for ClickHouseUrl {
 
 impl ClickHouseUrl {
     const EXAMPLE: &str = "clickhouse://127.0.0.1:8123/rta";
+    /// A server that accepted the connection and then says nothing (hung,
+    /// or stopped by a debugger) is given up on after this long.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Parses the URL; a user and password missing from it come from
     /// `user_env` and `password_env` (`RTA_CLICKHOUSE_USER`, `..._PASSWORD`).
@@ -60,10 +67,30 @@ impl ClickHouseUrl {
                 "--store `{text}`: the database name `{database}` must be letters, digits and `_` (such as {example})"
             ));
         }
-        if url.query().is_some() {
-            return Err(format!(
-                "--store `{text}`: give the user and password in the URL or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD, not as parameters"
-            ));
+        let mut timeout = Self::DEFAULT_TIMEOUT;
+        for (key, value) in url.query_pairs() {
+            match &*key {
+                "timeout" => {
+                    timeout = humantime::parse_duration(&value)
+                        .ok()
+                        .filter(|t| !t.is_zero())
+                        .ok_or_else(|| {
+                            format!(
+                                "--store `{text}`: timeout `{value}` is not a duration such as 30s or 2m"
+                            )
+                        })?;
+                }
+                "user" | "password" => {
+                    return Err(format!(
+                        "--store `{text}`: give the user and password in the URL or in RTA_CLICKHOUSE_USER and RTA_CLICKHOUSE_PASSWORD, not as parameters"
+                    ));
+                }
+                other => {
+                    return Err(format!(
+                        "--store `{text}`: unknown parameter `{other}`; the one ClickHouse URLs take is timeout (such as {example}?timeout=30s)"
+                    ));
+                }
+            }
         }
         let decode = |s: &str| {
             percent_decode(s)
@@ -87,6 +114,7 @@ impl ClickHouseUrl {
             database: database.to_string(),
             user,
             password,
+            timeout,
         })
     }
 
@@ -122,6 +150,8 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Talks to one ClickHouse server.
 pub struct Http {
     client: reqwest::Client,
@@ -131,7 +161,8 @@ pub struct Http {
 impl Http {
     pub fn new(url: ClickHouseUrl) -> Result<Self, StoreError> {
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(url.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| StoreError::Read(format!("cannot set up an HTTP client: {e}")))?;
@@ -243,8 +274,16 @@ impl Http {
             reason = s.to_string();
             source = s.source();
         }
-        if e.is_timeout() {
-            reason = format!("timed out ({reason})");
+        if e.is_timeout() && e.is_connect() {
+            reason = format!(
+                "no connection within {}",
+                humantime::format_duration(CONNECT_TIMEOUT)
+            );
+        } else if e.is_timeout() {
+            reason = format!(
+                "no answer within {} (the --store URL's ?timeout=)",
+                humantime::format_duration(self.url.timeout)
+            );
         }
         ClickHouseError::Unreachable(format!("{}: {reason}", self.url.redacted()))
     }
@@ -300,6 +339,38 @@ mod tests {
             "h:8123",
         ] {
             assert!(ClickHouseUrl::parse(bad, None, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_is_a_parameter_of_the_url() {
+        let parse = |text: &str| ClickHouseUrl::parse(text, None, None);
+        assert_eq!(
+            parse("clickhouse://h/db").unwrap().timeout,
+            ClickHouseUrl::DEFAULT_TIMEOUT
+        );
+        assert_eq!(
+            parse("clickhouse://h/db?timeout=2m").unwrap().timeout,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            parse("clickhouse://h/db?timeout=500ms").unwrap().timeout,
+            Duration::from_millis(500)
+        );
+        for (bad, says) in [
+            (
+                "clickhouse://h/db?timeout=0s",
+                "timeout `0s` is not a duration",
+            ),
+            (
+                "clickhouse://h/db?timeout=soon",
+                "timeout `soon` is not a duration",
+            ),
+            ("clickhouse://h/db?retries=3", "unknown parameter `retries`"),
+            ("clickhouse://h/db?password=x", "not as parameters"),
+        ] {
+            let message = parse(bad).unwrap_err();
+            assert!(message.contains(says), "{bad}: {message}");
         }
     }
 
