@@ -67,7 +67,7 @@ impl<E: Endpoint<Output = Response>> Edge<E> {
         }
         let mut response = match self.routed.call(req).await {
             Ok(response) => response,
-            Err(err) => ApiFailure::Other(err.status(), err.to_string()).into_response(),
+            Err(err) => failure(err),
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED
             && let Some(route) = route
@@ -79,6 +79,16 @@ impl<E: Endpoint<Output = Response>> Edge<E> {
         }
         response
     }
+}
+
+/// A routing or extraction error (no such route, a wrong method, a
+/// parameter that does not parse) as the API's `{error, message}` answer.
+/// The router's errors reach [`Edge`] as errors, but inside the CORS layer,
+/// which answers every error itself (in plain text) to add its headers, so
+/// the routes are wrapped in this too: a page on another origin gets the
+/// same answer as any other client.
+pub(super) fn failure(err: poem::Error) -> Response {
+    ApiFailure::Other(err.status(), err.to_string()).into_response()
 }
 
 /// The routes [`Edge`] may answer without the router.

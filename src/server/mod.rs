@@ -335,6 +335,7 @@ fn routes(state: Arc<AppState>, hub: Arc<ws::Hub>) -> impl poem::Endpoint {
         // outermost into a box per request. Boxing here and below keeps every
         // layer's future small.
         .boxed()
+        .catch_all_error(|err| async move { edge::failure(err) })
         .with_if(cors_enabled, cors)
         .boxed();
     edge::Edge {

@@ -151,6 +151,88 @@ async fn the_websocket_checks_origin_and_cors_is_off_unless_configured() {
     );
 }
 
+/// A page on another origin, allowed by --cors-origin, gets the same
+/// `{error, message}` answers as any other client (the CORS layer answered
+/// the router's errors in plain text), plus the CORS header.
+#[tokio::test]
+async fn errors_answer_a_cross_origin_page_as_any_client() {
+    let server = TestServer::start_with(&["--cors-origin", "https://good.example"]).await;
+    let cases: &[(reqwest::Method, &str, &str, &str)] = &[
+        (reqwest::Method::DELETE, "/api/ingest", "", ""),
+        (reqwest::Method::GET, "/api/nope", "", ""),
+        (reqwest::Method::GET, "/api/metrics?top=abc", "", ""),
+        (reqwest::Method::GET, "/api/events?limit=-1", "", ""),
+        (reqwest::Method::POST, "/api/ingest", "text/plain", "{}"),
+        (
+            reqwest::Method::POST,
+            "/api/ingest",
+            "application/json",
+            "{bad",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/query",
+            "application/json",
+            "[]",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/alerts",
+            "application/json",
+            "{}",
+        ),
+    ];
+    for (method, path, content_type, body) in cases {
+        let send = |origin: Option<&str>| {
+            let mut request = server
+                .http
+                .request(method.clone(), format!("{}{path}", server.url));
+            if !content_type.is_empty() {
+                request = request
+                    .header("content-type", *content_type)
+                    .body(body.to_string());
+            }
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            request.send()
+        };
+        let plain = send(None).await.unwrap();
+        let cross = send(Some("https://good.example")).await.unwrap();
+        let what = format!("{method} {path}");
+        assert!(
+            plain.status().is_client_error(),
+            "{what}: {}",
+            plain.status()
+        );
+        assert_eq!(cross.status(), plain.status(), "{what}");
+        assert_eq!(
+            cross.headers()["access-control-allow-origin"],
+            "https://good.example",
+            "{what}"
+        );
+        assert_eq!(
+            cross.headers().get("allow"),
+            plain.headers().get("allow"),
+            "{what}"
+        );
+        for response in [&plain, &cross] {
+            let content_type = response.headers()["content-type"].to_str().unwrap();
+            assert!(
+                content_type.starts_with("application/json"),
+                "{what}: {content_type}"
+            );
+        }
+        let (plain, cross): (serde_json::Value, serde_json::Value) =
+            (plain.json().await.unwrap(), cross.json().await.unwrap());
+        assert_eq!(cross, plain, "{what}");
+        assert!(
+            plain["error"].is_string() && plain["message"].is_string(),
+            "{what}: {plain}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_slowloris_client_is_cut_off() {
     let server = TestServer::start_with(&["--request-timeout", "1s"]).await;
