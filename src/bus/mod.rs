@@ -406,6 +406,10 @@ impl Bus {
         let mut next = from.max(1);
         let mut warned = false;
         loop {
+            // Watched from before the consumer is made: a reconnect while it is
+            // being made may have lost it, and must not go unseen.
+            let mut reconnected = self.connects.subscribe();
+            reconnected.borrow_and_update();
             let messages = tokio::select! {
                 _ = &mut stop => return,
                 m = self.read_from(next) => m,
@@ -413,8 +417,6 @@ impl Bus {
             match messages {
                 Ok(messages) => {
                     tokio::pin!(messages);
-                    let mut reconnected = self.connects.subscribe();
-                    reconnected.borrow_and_update();
                     loop {
                         let item = tokio::select! {
                             _ = &mut stop => return,
