@@ -45,6 +45,21 @@ pub type ReadSince<'a> = dyn FnMut(u64, &mut dyn FnMut(u64, &[Event])) + 'a;
 /// one span for them all, so odd timestamps cannot multiply spans.
 const FUTURE: i64 = i64::MAX;
 
+/// How far the engine had applied events when asked, and the types it
+/// tracked then: a type first seen while a pass reads is tracked from its
+/// first event, so what the pass puts back must hold it too.
+pub struct Applied {
+    seq: u64,
+    tracked: Vec<EventType>,
+}
+
+impl Applied {
+    /// The sequence number of the last event applied.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// What a retention pass reads again from the store, gathered without the
 /// engine (so ingest and reads go on meanwhile): the parts after the
 /// cutoff of the epoch the cutoff cuts, from events up to `last_seq`, then
@@ -74,14 +89,17 @@ impl Reread {
     }
 
     /// Takes the stored events committed after those taken so far, up to
-    /// `upto` (the engine's last sequence number when it was asked), read
-    /// through `read`. Later ones the engine adds itself when it applies
-    /// them.
-    pub fn catch_up(&mut self, upto: u64, read: &mut ReadSince<'_>) {
+    /// what the engine had applied when asked (`upto`), read through
+    /// `read`. Later ones the engine adds itself when it applies them.
+    pub fn catch_up(&mut self, upto: Applied, read: &mut ReadSince<'_>) {
         let from = self.read_to;
+        let Applied { seq: upto, tracked } = upto;
         if upto <= from {
             return;
         }
+        // Types are only forgotten by a pass, so this holds every type
+        // tracked when the pass began.
+        self.tracked = tracked;
         read(from, &mut |first_seq, events| {
             self.add(first_seq, events, |seq| seq > from && seq <= upto)
         });
@@ -246,7 +264,7 @@ impl Epochs {
         &mut self,
         cutoff: i64,
         reread: Option<Reread>,
-        upto: u64,
+        upto: Applied,
         since: &mut ReadSince<'_>,
         limits: SummaryLimits,
     ) {
@@ -289,6 +307,14 @@ impl Epochs {
 }
 
 impl Engine {
+    /// How far this engine has applied events, for a pass's catch-up.
+    pub fn applied(&self) -> Applied {
+        Applied {
+            seq: self.last_seq,
+            tracked: self.types.keys().cloned().collect(),
+        }
+    }
+
     /// The first half of forgetting what retention deleted: what to read
     /// again from the store, outside the engine (see [`retention`]).
     pub fn forget_plan(&self, cutoff: Timestamp) -> Option<Reread> {
@@ -315,13 +341,14 @@ impl Engine {
         reread: Option<Reread>,
         since: &mut ReadSince<'_>,
     ) {
+        let upto = self.applied();
         let Some(epochs) = &mut self.epochs else {
             return;
         };
         let cutoff = cutoff.millis();
         let limits = self.config.all_time_limits();
         let tracked_before: u64 = self.types.values().map(|s| s.all_time.count).sum();
-        epochs.forget_before(cutoff, reread, self.last_seq, since, limits);
+        epochs.forget_before(cutoff, reread, upto, since, limits);
         let mut all_time = epochs.all_time(limits);
         self.types
             .retain(|kind, state| match all_time.remove(kind) {

@@ -511,8 +511,8 @@ impl Maintenance {
                 // Under steady ingest each read is shorter than the last;
                 // what the third leaves is read holding the engine.
                 for _ in 0..3 {
-                    let upto = live.with(|engine| engine.last_seq());
-                    if upto <= reread.read_to() {
+                    let upto = live.with(|engine| engine.applied());
+                    if upto.seq() <= reread.read_to() {
                         break;
                     }
                     reread.catch_up(upto, &mut |after, sink| {
