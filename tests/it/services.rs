@@ -26,20 +26,40 @@ impl Drop for Service {
     }
 }
 
-/// `n` free ports, never one given before in this process: each is held
-/// until all are chosen, so no two are the same, and two services started
-/// at once cannot be given the same.
+/// `n` free ports, never one given before in this process, each held until
+/// all are chosen (so no two are the same, and two services started at once
+/// cannot be given the same). They are taken below the range the kernel
+/// hands out for port 0 and for outgoing connections: a service killed and
+/// started again on its ports ([`Service::start_again`]) finds them still
+/// free, since no other test's server or connection is given them meanwhile.
 pub fn free_ports(n: usize) -> Vec<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // Below Linux's ip_local_port_range, above the privileged ports.
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let lowest = below.saturating_sub(12_000).max(1025);
+    let span = below - lowest;
+    assert!(span > 0, "no ports below the ephemeral range {below}");
+    // Another test process may pick ports at the same time: start apart.
+    let mut next = lowest + rand::random_range(0..span);
     let mut held = Vec::new();
-    while held.len() < n {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().expect("its address").port();
-        if given.insert(port) {
-            held.push((listener, port));
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        next = if next + 1 >= below { lowest } else { next + 1 };
+        if given.contains(&next) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", next)) {
+            given.insert(next);
+            held.push((listener, next));
         }
     }
+    assert_eq!(held.len(), n, "{n} free ports below {below}");
     held.into_iter().map(|(_, port)| port).collect()
 }
 
@@ -64,9 +84,9 @@ fn spawn(program: &'static str, args: &[String], dir: &TempDir) -> Child {
 
 /// Starts `program` with the arguments `args_for` makes for `ports` free
 /// ports (the first is the one it is asked on) and waits until it is ready.
-/// A port can be taken between choosing it and the server binding it
-/// (another test's connection may get it): a server that exits before it
-/// is ready is started again on other ports, up to three times.
+/// A port can still be taken between choosing it and the server binding it
+/// (by another process on the machine): a server that exits before it is
+/// ready is started again on other ports, up to three times.
 fn start(
     program: &'static str,
     ports: usize,
