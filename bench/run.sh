@@ -150,15 +150,15 @@ echo "== 1, 2: ingest throughput, rta and the baselines in alternation" >&2
 start_rta "$WORK/throughput"
 start_base
 start_durable
+# The plain baseline runs between the two that flush, so neither starts
+# while the disk still works off the other's flushes; rta and the durable
+# baseline take turns at going first. Five rounds: within one run a round's
+# ratio moves by a tenth or more either way (the VM's two cores are shared
+# with its host).
+durable_round() { d+=("$(rps "$DURABLE_PORT" "$conns" "$WORK/one.lua" "$DURABLE_PID" "durable-$conns")"); }
+rta_round() { r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua" "$RTA_PID" "rta-$conns")"); settle "$RTA_PORT" >/dev/null; }
 for conns in 8 64; do
   r=(); b=(); d=(); ratios=()
-  # The plain baseline runs between the two that flush, so neither starts
-  # while the disk still works off the other's flushes; rta and the durable
-  # baseline take turns at going first. Five rounds: within one run a
-  # round's ratio moves by a tenth or more either way (the VM's two cores
-  # are shared with its host).
-  durable_round() { d+=("$(rps "$DURABLE_PORT" "$conns" "$WORK/one.lua" "$DURABLE_PID" "durable-$conns")"); }
-  rta_round() { r+=("$(rps "$RTA_PORT" "$conns" "$WORK/one.lua" "$RTA_PID" "rta-$conns")"); settle "$RTA_PORT" >/dev/null; }
   for i in $(seq 1 "$SINGLE_ROUNDS"); do
     if [ $(( i % 2 )) = 1 ]; then durable_round; else rta_round; fi
     b+=("$(rps "$BASE_PORT" "$conns" "$WORK/one.lua")")

@@ -41,7 +41,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
     let lowest = below.saturating_sub(12_000).max(1025);
-    let span = below - lowest;
+    let span = below.saturating_sub(lowest);
     assert!(span > 0, "no ports below the ephemeral range {below}");
     // Another test process may pick ports at the same time: start apart.
     let mut next = lowest + rand::random_range(0..span);
