@@ -44,7 +44,7 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l bus-keep -d 'How long 
 complete -c rta -n "__fish_rta_using_subcommand serve" -l retention -d 'Delete events older than this, such as 7d or 12h (default: keep everything)' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l token -d 'Require `Authorization: Bearer TOKEN` on ingest' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l read-token -d 'Require this token (or the --token one) to read metrics, events and the WebSocket. The dashboard asks for it and keeps it in the browser' -r
-complete -c rta -n "__fish_rta_using_subcommand serve" -l cors-origin -d 'Let pages from this origin call the API (CORS) and open the WebSocket, such as https://intranet.example.com, or `*` for any. Repeat for several. Off by default' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l cors-origin -d 'Let pages from this origin call the API (CORS) and open the WebSocket, such as `https://intranet.example.com`, or `*` for any. Repeat for several. Off by default' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l allowed-host -d 'Also answer requests whose Host is this name (IP addresses, localhost and *.localhost always work). Repeat for several; `*.example.com` for a domain, `*` for any (behind a proxy that sets Host itself). Guards against DNS rebinding' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-connections -d 'Open connections at most; further ones wait until one closes' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l request-timeout -d 'Close a connection whose request does not arrive in full this long after its first byte' -r
@@ -52,7 +52,7 @@ complete -c rta -n "__fish_rta_using_subcommand serve" -l idle-timeout -d 'Close
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-body -d 'Largest request body accepted, after decompression, such as 16MiB' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l push-interval -d 'How often WebSocket clients get updates at most, such as 200ms' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l alert-interval -d 'How often every alert rule is evaluated' -r
-complete -c rta -n "__fish_rta_using_subcommand serve" -l public-url -d 'The dashboard\'s address as its users reach it (https://rta.example.com), for the link in each notification' -r
+complete -c rta -n "__fish_rta_using_subcommand serve" -l public-url -d 'The dashboard\'s address as its users reach it (`https://rta.example.com`), for the link in each notification' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l webhook-retry-for -d 'How long a notification whose webhook fails is retried (with growing pauses) before it is given up' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-type-len -d 'Longest event type name' -r
 complete -c rta -n "__fish_rta_using_subcommand serve" -l max-source-len -d 'Longest source' -r

@@ -20,7 +20,7 @@ pub struct AlertArgs {
     #[arg(long, env = "RTA_ALLOW_PRIVATE_WEBHOOKS")]
     pub allow_private_webhooks: bool,
 
-    /// The dashboard's address as its users reach it (https://rta.example.com), for the link
+    /// The dashboard's address as its users reach it (`https://rta.example.com`), for the link
     /// in each notification.
     #[arg(long, env = "RTA_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,

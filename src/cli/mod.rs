@@ -321,7 +321,7 @@ pub struct ServeArgs {
     pub read_token: Option<String>,
 
     /// Let pages from this origin call the API (CORS) and open the WebSocket, such as
-    /// https://intranet.example.com, or `*` for any. Repeat for several. Off by default.
+    /// `https://intranet.example.com`, or `*` for any. Repeat for several. Off by default.
     #[arg(
         long = "cors-origin",
         env = "RTA_CORS_ORIGINS",

@@ -316,7 +316,7 @@ impl Engine {
     }
 
     /// The first half of forgetting what retention deleted: what to read
-    /// again from the store, outside the engine (see [`retention`]).
+    /// again from the store, outside the engine (see [the module](crate::engine::retention)).
     pub fn forget_plan(&self, cutoff: Timestamp) -> Option<Reread> {
         let tracked = self.types.keys().cloned().collect();
         self.epochs.as_ref()?.plan(

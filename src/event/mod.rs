@@ -73,7 +73,7 @@ impl fmt::Display for EventType {
 
 /// Immutable shared text: a source, a field name or a dimension value.
 /// Parsing a body gives equal strings one shared allocation (see
-/// [`fast::Interner`]), so an event costs few allocations to build and free.
+/// `fast::Interner`), so an event costs few allocations to build and free.
 pub type Text = Arc<str>;
 
 /// One value of an event: a number is a measure, text is a dimension.

@@ -4,7 +4,7 @@
 //! `synchronous=FULL` makes every commit durable before it is acknowledged (the
 //! bundled SQLite is built to sync with `fdatasync`, see `.cargo/config.toml`);
 //! throughput comes from batching, not from weakening that. Events are kept
-//! as segments (see [`segment`](super::segment)): one row per run of
+//! as segments (see [`segment`]): one row per run of
 //! consecutive events, encoded by the request's own task before it queues, so
 //! the writer inserts one row per transaction rather than one per event.
 
