@@ -66,7 +66,9 @@ pub struct EngineConfig {
 }
 
 /// Marks a saved state of this engine's format; bump it when the layout changes.
-const STATE_MAGIC: &[u8; 8] = b"rta-eng4";
+/// A CRC-32 of the encoded state follows it, so a damaged file is refused
+/// (and the engine rebuilt from the store), never read back as numbers.
+const STATE_MAGIC: &[u8; 8] = b"rta-eng5";
 
 impl EngineConfig {
     fn all_time_limits(&self) -> SummaryLimits {
@@ -196,18 +198,24 @@ impl Engine {
 
     /// Encodes the whole state, so a restart can skip re-reading every event.
     pub fn save_state(&self) -> Vec<u8> {
-        let mut out = STATE_MAGIC.to_vec();
         // Serializing plain in-memory data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        let state = postcard::to_stdvec(self).unwrap_or_default();
+        let mut out = STATE_MAGIC.to_vec();
+        out.extend(crc32fast::hash(&state).to_le_bytes());
+        out.extend(state);
         out
     }
 
     /// Restores a state written by [`Engine::save_state`], with today's bounds.
     pub fn load_state(bytes: &[u8], config: EngineConfig) -> Result<Self, String> {
-        let body = bytes
+        let (crc, state) = bytes
             .strip_prefix(STATE_MAGIC.as_slice())
+            .and_then(|rest| rest.split_first_chunk::<4>())
             .ok_or("not a saved engine state of this version")?;
-        let mut engine: Engine = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        if crc32fast::hash(state) != u32::from_le_bytes(*crc) {
+            return Err("damaged (its checksum does not match)".into());
+        }
+        let mut engine: Engine = postcard::from_bytes(state).map_err(|e| e.to_string())?;
         match (config.retention_ms, &engine.epochs) {
             (Some(r), Some(epochs)) if epochs.fits(r) => {}
             (None, None) => {}

@@ -7,9 +7,32 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "RingState<T>")]
 pub struct Ring<T> {
     resolution_ms: i64,
     slots: Vec<Option<(i64, T)>>,
+}
+
+/// A ring as a saved state holds it, checked before it becomes a [`Ring`]:
+/// every index divides by the resolution and the number of slots.
+#[derive(Deserialize)]
+struct RingState<T> {
+    resolution_ms: i64,
+    slots: Vec<Option<(i64, T)>>,
+}
+
+impl<T> TryFrom<RingState<T>> for Ring<T> {
+    type Error = &'static str;
+
+    fn try_from(state: RingState<T>) -> Result<Self, Self::Error> {
+        if state.resolution_ms <= 0 || state.slots.is_empty() {
+            return Err("a time ring without resolution or slots");
+        }
+        Ok(Self {
+            resolution_ms: state.resolution_ms,
+            slots: state.slots,
+        })
+    }
 }
 
 /// How far ahead of the clock an event may be and still land in a slot.
@@ -79,6 +102,21 @@ impl<T: Default> Ring<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_ring_without_resolution_or_slots_is_refused() {
+        let saved = |resolution_ms: i64, slots: usize| {
+            let mut ring = Ring::<u64>::new(1_000, 4);
+            ring.resolution_ms = resolution_ms;
+            ring.slots.truncate(slots);
+            postcard::to_stdvec(&ring).expect("encodes")
+        };
+        let back = |bytes: Vec<u8>| postcard::from_bytes::<Ring<u64>>(&bytes);
+        assert!(back(saved(1_000, 4)).is_ok());
+        assert!(back(saved(0, 4)).is_err());
+        assert!(back(saved(-5, 4)).is_err());
+        assert!(back(saved(1_000, 0)).is_err());
+    }
 
     #[test]
     fn reuses_slots_and_drops_what_is_too_old() {

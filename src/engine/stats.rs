@@ -163,7 +163,7 @@ impl MeasureStats {
         if self.basic.count == 0 {
             return None;
         }
-        if let Some(values) = &self.exact {
+        if let Some(values) = self.exact.as_ref().filter(|v| !v.is_empty()) {
             let mut sorted = values.clone();
             sorted.sort_by(f64::total_cmp);
             let rank = (q * sorted.len() as f64).ceil() as usize;
@@ -179,7 +179,8 @@ impl MeasureStats {
             0.0
         };
         let estimate = self.sketch.quantile(at).ok().flatten()?;
-        Some(estimate.clamp(self.basic.min, self.basic.max))
+        // Not `clamp`, which panics on min > max: a saved state is read back as written.
+        Some(estimate.max(self.basic.min).min(self.basic.max))
     }
 }
 

@@ -297,6 +297,14 @@ fn a_saved_state_restores_every_answer() {
         );
     }
     assert!(Engine::load_state(b"garbage", EngineConfig::default()).is_err());
+
+    // A damaged file is refused whole: no byte of it is read back as a count.
+    let saved = engine.save_state();
+    for at in 8..saved.len() {
+        let mut damaged = saved.clone();
+        damaged[at] ^= 0x10;
+        assert!(Engine::load_state(&damaged, EngineConfig::default()).is_err());
+    }
 }
 
 /// A measure's count, sum (to 6 decimals), min, max and p99.

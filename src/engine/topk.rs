@@ -50,31 +50,35 @@ impl<T: Default> TopK<T> {
             entry.error += error;
             return &mut entry.data;
         }
-        if self.entries.len() >= self.capacity {
-            let (victim, floor) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.count)
-                .map(|(k, e)| (k.clone(), e.count))
-                .expect("a full table has a minimum");
-            self.entries.remove(&victim);
-            let entry = self.entries.entry(value.into()).or_insert(Entry {
-                count: floor,
-                error: floor,
-                data: T::default(),
-            });
-            entry.count += count;
-            entry.error += error;
-            return &mut entry.data;
-        }
+        // A full table gives its smallest count to the newcomer, which may then
+        // overstate by that much. (A table read back from a saved state may be
+        // "full" with capacity 0: then there is nothing to evict.)
+        let floor = if self.entries.len() >= self.capacity {
+            self.evict_smallest()
+        } else {
+            0
+        };
         let entry = self.entries.entry(value.into()).or_insert(Entry {
-            count: 0,
-            error: 0,
+            count: floor,
+            error: floor,
             data: T::default(),
         });
         entry.count += count;
         entry.error += error;
         &mut entry.data
+    }
+
+    /// Removes the entry with the smallest count and returns that count.
+    fn evict_smallest(&mut self) -> u64 {
+        let smallest = self
+            .entries
+            .iter()
+            .min_by_key(|(_, e)| e.count)
+            .map(|(k, e)| (k.clone(), e.count));
+        smallest.map_or(0, |(victim, floor)| {
+            self.entries.remove(&victim);
+            floor
+        })
     }
 
     pub fn total(&self) -> u64 {
@@ -109,6 +113,19 @@ impl<T: Default> TopK<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_table_of_no_capacity_still_counts() {
+        let mut table = TopK::<u64>::new(3);
+        table.capacity = 0;
+        let bytes = postcard::to_stdvec(&table).expect("encodes");
+        let mut table: TopK<u64> = postcard::from_bytes(&bytes).expect("decodes");
+        for v in ["a", "b", "a"] {
+            *table.observe(v) += 1;
+        }
+        assert_eq!(table.total(), 3);
+        assert_eq!(table.top(5).len(), 1);
+    }
 
     #[test]
     fn exact_while_under_capacity() {
