@@ -3,6 +3,7 @@
 //! after a lost connection or a restarted server.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
@@ -76,7 +77,6 @@ impl Bus {
             // Watched from before the consumer is made: a reconnect while it is
             // being made may have lost it, and must not go unseen.
             let mut reconnected = self.connects.subscribe();
-            reconnected.borrow_and_update();
             let messages = tokio::select! {
                 _ = &mut stop => return,
                 m = self.read_from(next) => m,
@@ -97,8 +97,7 @@ impl Bus {
                                 warned = false;
                                 let seq = delivered.stream_seq;
                                 if seq > next && next > 1 {
-                                    self.missed
-                                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                                    self.missed.store(true, Ordering::Relaxed);
                                     tracing::error!(
                                         "this node's live view missed stream messages {next}..{seq}: they were loaded into ClickHouse and dropped from the stream while it lagged. Restart the node: it rebuilds its live view from ClickHouse (queries that read ClickHouse are not affected)"
                                     );
@@ -148,7 +147,7 @@ impl Bus {
 
     /// Whether this node's feed skipped messages (see `follow`).
     pub fn missed_messages(&self) -> bool {
-        self.missed.load(std::sync::atomic::Ordering::Relaxed)
+        self.missed.load(Ordering::Relaxed)
     }
 
     /// The last stream sequence this node's feed was given.
@@ -166,7 +165,7 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    pub fn batch(self) -> CommittedBatch {
+    fn batch(self) -> CommittedBatch {
         CommittedBatch {
             first_seq: event_seq(self.stream_seq, 0),
             events: self.events,

@@ -151,7 +151,6 @@ pub struct Bus {
     alerts: kv::Store,
     /// Large shared values (the engine's saved state).
     state: object_store::ObjectStore,
-    node_id: Arc<str>,
     /// This process among all that ever had this node id: a restarted node
     /// must not take the lease its previous run held for its own.
     instance: Arc<str>,
@@ -252,15 +251,10 @@ impl Bus {
             progress,
             alerts,
             state,
-            node_id: node_id.into(),
             instance: format!("{node_id}/{:016x}", rand::random::<u64>()).into(),
             followed: watch::channel(0).0,
             missed: Default::default(),
         })
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node_id
     }
 
     pub fn url(&self) -> &BusUrl {

@@ -68,6 +68,8 @@ pub struct Reread {
     pub range: TimeRange,
     last_seq: u64,
     read_to: u64,
+    /// The engine's types as of `read_to` (a catch-up takes them anew), so
+    /// a type first seen during the pass is put back with the others.
     tracked: Vec<EventType>,
     part_width: i64,
     limits: SummaryLimits,
@@ -225,13 +227,7 @@ impl Epochs {
     /// What a pass at `cutoff` must read again: the rest of the epoch the
     /// cutoff cuts, the first time it cuts it; after that only the part it
     /// cuts. `None` when the cutoff cuts no epoch.
-    pub fn plan(
-        &self,
-        cutoff: i64,
-        last_seq: u64,
-        tracked: Vec<EventType>,
-        limits: SummaryLimits,
-    ) -> Option<Reread> {
+    pub fn plan(&self, cutoff: i64, applied: Applied, limits: SummaryLimits) -> Option<Reread> {
         let (&start, span) = self
             .spans
             .iter()
@@ -245,10 +241,11 @@ impl Epochs {
             None => start + self.width,
             Some(_) => first_part + part_width,
         };
+        let Applied { seq, tracked } = applied;
         Some(Reread {
             range: TimeRange { from: cutoff, to },
-            last_seq,
-            read_to: last_seq,
+            last_seq: seq,
+            read_to: seq,
             tracked,
             part_width,
             limits,
@@ -318,11 +315,9 @@ impl Engine {
     /// The first half of forgetting what retention deleted: what to read
     /// again from the store, outside the engine (see [the module](crate::engine::retention)).
     pub fn forget_plan(&self, cutoff: Timestamp) -> Option<Reread> {
-        let tracked = self.types.keys().cloned().collect();
         self.epochs.as_ref()?.plan(
             cutoff.millis(),
-            self.last_seq,
-            tracked,
+            self.applied(),
             self.config.all_time_limits(),
         )
     }

@@ -28,21 +28,32 @@ impl Drop for Service {
 
 /// `n` free ports, never one given before in this process, each held until
 /// all are chosen (so no two are the same, and two services started at once
-/// cannot be given the same). They are taken below the range the kernel
+/// cannot be given the same). They are taken outside the range the kernel
 /// hands out for port 0 and for outgoing connections: a service killed and
 /// started again on its ports ([`Service::start_again`]) finds them still
 /// free, since no other test's server or connection is given them meanwhile.
 pub fn free_ports(n: usize) -> Vec<u16> {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    // Below Linux's ip_local_port_range, above the privileged ports.
-    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+    // Outside Linux's ip_local_port_range, above the privileged ports: below
+    // the range where there is room, else above it.
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let lowest = below.saturating_sub(12_000).max(1025);
-    let span = below.saturating_sub(lowest);
-    assert!(span > 0, "no ports below the ephemeral range {below}");
+        .and_then(|range| {
+            let mut ends = range.split_whitespace().map(|end| end.parse::<u16>().ok());
+            Some((ends.next()??, ends.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let (lowest, end) = if low.saturating_sub(1025) >= 1000 {
+        (low.saturating_sub(12_000).max(1025), low)
+    } else {
+        (high.saturating_add(1), u16::MAX)
+    };
+    let span = end.saturating_sub(lowest);
+    assert!(
+        span > 0,
+        "no ports outside the ephemeral range {low}-{high}"
+    );
     // Another test process may pick ports at the same time: start apart.
     let mut next = lowest + rand::random_range(0..span);
     let mut held = Vec::new();
@@ -50,7 +61,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         if held.len() == n {
             break;
         }
-        next = if next + 1 >= below { lowest } else { next + 1 };
+        next = if next + 1 >= end { lowest } else { next + 1 };
         if given.contains(&next) {
             continue;
         }
@@ -59,7 +70,7 @@ pub fn free_ports(n: usize) -> Vec<u16> {
             held.push((listener, next));
         }
     }
-    assert_eq!(held.len(), n, "{n} free ports below {below}");
+    assert_eq!(held.len(), n, "{n} free ports in {lowest}..{end}");
     held.into_iter().map(|(_, port)| port).collect()
 }
 
