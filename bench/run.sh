@@ -171,7 +171,6 @@ for conns in 8 64; do
   row "    each round's ratio to the durable baseline" "rounds: ${ratios[*]}" "" "" "context" "the row above, $SINGLE_ROUNDS rounds in alternation"
   row "    CPU per request by thread, user+system (us): rta, durable" "$(cpu_per_request "rta-$conns" rta-writer)" "$(cpu_per_request "durable-$conns" baseline_server)" "" "context" "utime, stime of /proc/PID/task/* over the rounds above"
 done
-kill -9 "$DURABLE_PID" 2>/dev/null || true
 # What Prometheus costs: the same load with /metrics scraped every second,
 # in alternation with none (each first in every other round).
 # A scraper that, like Prometheus, is one long-lived process (bash's /dev/tcp, no curl per scrape).
@@ -196,24 +195,31 @@ row "    the same, 8 connections, /metrics scraped every second (req/s)" "$S" "n
 # Batched ingest with 4 and with 16 clients, in alternation (each first in
 # every other round): the two figures are compared with each other, so they
 # are measured in the same minutes, like the servers of row 1. Five rounds:
-# a round's 4-client figure moves by a tenth either way.
-r4=(); b4=(); r16=(); b16=(); caught=(); ratios=()
-batched_round() { # CONNS: the plain baseline, then rta, then rta's summaries let finish
-  local b r s
-  b=$(rps "$BASE_PORT" "$1" "$WORK/batch.lua"); r=$(rps "$RTA_PORT" "$1" "$WORK/batch.lua"); s=$(settle "$RTA_PORT")
-  if [ "$1" = 4 ]; then b4+=("$b"); r4+=("$r"); caught+=("$s"); else b16+=("$b"); r16+=("$r"); fi
+# a round's 4-client figure moves by a tenth either way. The durable
+# baseline takes the same bodies, so its own 4 against 16 shows what
+# waiting for a flush costs 4 clients, whatever the server does besides.
+r4=(); b4=(); d4=(); r16=(); b16=(); d16=(); caught=(); ratios=(); dratios=()
+batched_round() { # CONNS: the durable baseline, the plain one, rta, then rta's summaries let finish
+  local d b r s
+  d=$(rps "$DURABLE_PORT" "$1" "$WORK/batch.lua"); b=$(rps "$BASE_PORT" "$1" "$WORK/batch.lua")
+  r=$(rps "$RTA_PORT" "$1" "$WORK/batch.lua"); s=$(settle "$RTA_PORT")
+  if [ "$1" = 4 ]; then d4+=("$d"); b4+=("$b"); r4+=("$r"); caught+=("$s"); else d16+=("$d"); b16+=("$b"); r16+=("$r"); fi
 }
 for i in $(seq 1 "$BATCH_ROUNDS"); do
   if [ $(( i % 2 )) = 1 ]; then batched_round 4; batched_round 16; else batched_round 16; batched_round 4; fi
   ratios+=("$(awk -v a="${r4[-1]}" -v b="${r16[-1]}" 'BEGIN {printf "%.2f", a/b}')")
+  dratios+=("$(awk -v a="${d4[-1]}" -v b="${d16[-1]}" 'BEGIN {printf "%.2f", a/b}')")
 done
-R4=$(( $(median "${r4[@]}") * 1000 )); B4=$(( $(median "${b4[@]}") * 1000 ))
-R16=$(( $(median "${r16[@]}") * 1000 )); B16=$(( $(median "${b16[@]}") * 1000 ))
+kill -9 "$DURABLE_PID" 2>/dev/null || true
+R4=$(( $(median "${r4[@]}") * 1000 )); B4=$(( $(median "${b4[@]}") * 1000 )); D4=$(( $(median "${d4[@]}") * 1000 ))
+R16=$(( $(median "${r16[@]}") * 1000 )); B16=$(( $(median "${b16[@]}") * 1000 )); D16=$(( $(median "${d16[@]}") * 1000 ))
 row "2. batched ingest, 1,000-event NDJSON, 4 clients (events/s)" "$R4" "$B4" "$(awk -v r="$R4" -v b="$B4" 'BEGIN {printf "%.2f", r/b}')" ">= 1,000,000" "wrk -t2 -c4 -d$DUR -s batch.lua URL/api/ingest"
 row "    hour summaries built after such a run (s)" "$(median "${caught[@]}")" "" "" "" "POST /api/query until read.eventsRead <= 1000"
 # With more clients the two cores, not the round trips, are the limit.
 row "    the same, 16 clients (events/s)" "$R16" "$B16" "$(awk -v r="$R16" -v b="$B16" 'BEGIN {printf "%.2f", r/b}')" ">= 1,000,000" "wrk -t2 -c16 -d$DUR -s batch.lua URL/api/ingest"
 row "    4 clients against 16, rta (median against median; each round's ratio)" "$(awk -v a="$R4" -v b="$R16" 'BEGIN {printf "%.2f", a/b}')" "rounds: ${ratios[*]}" "" ">= 0.90" "the two rows above, $BATCH_ROUNDS rounds, 4 and 16 clients in alternation"
+row "    the durable baseline, 4 and 16 clients (events/s)" "$D4, $D16" "" "" "context" "baseline_server ADDR --durable FILE, in the same rounds"
+row "    4 clients against 16, durable baseline (median against median; each round's ratio)" "$(awk -v a="$D4" -v b="$D16" 'BEGIN {printf "%.2f", a/b}')" "rounds: ${dratios[*]}" "" "context" "the row above: what waiting for a flush costs 4 clients"
 row "    answers other than 2xx, and socket errors, in these runs: rta, plain, durable" "$(errors_of "$RTA_PORT"), $(errors_of "$BASE_PORT"), $(errors_of "$DURABLE_PORT")" "" "" "0" "wrk's Non-2xx and socket error counts"
 stop_rta; kill -9 "$BASE_PID" 2>/dev/null || true
 fi
