@@ -18,6 +18,7 @@
 # make the run fail: a figure with errors in it is no figure.
 # Needs: wrk, python3.
 set -euo pipefail
+CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
 
 LOAD=batched; PAIRS=12; DUR=3s; BINS=()
@@ -28,7 +29,7 @@ for arg in "$@"; do
     --dur=*) DUR="${arg#--dur=}" ;;
     --smoke) PAIRS=1; DUR=1s ;;
     -*) echo "bench/ab.sh: unknown option $arg" >&2; exit 2 ;;
-    *) BINS+=("$arg") ;;
+    *) BINS+=("$(cd "$CALLER_DIR" && realpath -m -- "$arg")") ;;
   esac
 done
 if [ "${#BINS[@]}" != 2 ]; then
@@ -44,45 +45,23 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 PORTS=()
 for i in 0 1; do
   port=$(free_port)
   "${BINS[$i]}" serve --addr "127.0.0.1:$port" --data-dir "$WORK/data$i" 2>>"$WORK/server$i.log" &
   PIDS+=("$!"); PORTS+=("$port")
   disown "$!"  # killed at the end: no "Killed" notice
-  up=0
-  for _ in $(seq 1 3000); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && { up=1; break; }; sleep 0.01; done
-  [ "$up" = 1 ] || { echo "bench/ab.sh: ${BINS[$i]} did not start; its log:" >&2; cat "$WORK/server$i.log" >&2; exit 1; }
+  wait_up "$port" || { echo "bench/ab.sh: ${BINS[$i]} did not start; its log:" >&2; cat "$WORK/server$i.log" >&2; exit 1; }
 done
 
 if [ "$LOAD" = batched ]; then
   "${BINS[0]}" generate --count 1000 --batch 1000 --seed 1 --output "$WORK/body" --quiet
-  TYPE=application/x-ndjson
+  post_script "$WORK/body" application/x-ndjson > "$WORK/load.lua"
 else
-  printf '%s' '{"type":"sales","source":"wrk","values":{"amount":150,"units":5,"region":"North America"}}' > "$WORK/body"
-  TYPE=application/json
+  printf '%s' "$ONE_EVENT" > "$WORK/body"
+  post_script "$WORK/body" application/json > "$WORK/load.lua"
 fi
-cat > "$WORK/load.lua" <<LUA
-wrk.method = "POST"
-local f = io.open("$WORK/body", "rb")
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "$TYPE"
-LUA
-
-# Waits until the hour summaries have caught up with what a round sent, so
-# the next round, on either server, does not pay for this one's.
-settle() { # PORT
-  local left
-  for _ in $(seq 1 200); do
-    left=$(curl -sS -X POST "http://127.0.0.1:$1/api/query" -H 'content-type: application/json' \
-      --data-binary '{"window":"all","by":["time:hour"],"defaults":false}' |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["read"]["eventsRead"])')
-    [ "$left" -le 1000 ] && return 0
-    sleep 0.3
-  done
-}
 # Requests/s of one round; answers other than 2xx and socket errors fail the run.
 round() { # SERVER CONNS
   local out
@@ -93,7 +72,8 @@ round() { # SERVER CONNS
     exit 1
   fi
   echo "$out" | awk '/Requests\/sec/ {printf "%.1f", $2}'
-  settle "${PORTS[$1]}"
+  # The next round, on either server, does not pay for this one's summaries.
+  settle "${PORTS[$1]}" >/dev/null
 }
 
 echo "# bench/ab.sh --load=$LOAD --pairs=$PAIRS --dur=$DUR; $(nproc) cores; $(date -u +%FT%TZ)"

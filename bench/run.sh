@@ -38,8 +38,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_up() { for _ in $(seq 1 3000); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.01; done; return 1; }
+source bench/lib.sh
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 total_events() { curl -sf "http://127.0.0.1:$1/api/metrics?top=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["totalEvents"])'; }
 
@@ -72,19 +71,10 @@ ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | \`$6\` |"); printf '[%4ss] %-48s %-22s %-22s %-8s\n' "$SECONDS" "$1" "$2" "$3" "$4" >&2; }
 
 # wrk scripts: one event per request, and 1,000-event NDJSON bodies.
-cat > "$WORK/one.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"type":"sales","source":"wrk","values":{"amount":150,"units":5,"region":"North America"}}'
-wrk.headers["Content-Type"] = "application/json"
-LUA
+printf '%s' "$ONE_EVENT" > "$WORK/one.json"
+post_script "$WORK/one.json" application/json > "$WORK/one.lua"
 "$RTA" generate --count 1000 --batch 1000 --seed 1 --output "$WORK/batch.ndjson" --quiet
-cat > "$WORK/batch.lua" <<LUA
-wrk.method = "POST"
-local f = io.open("$WORK/batch.ndjson", "rb")
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/x-ndjson"
-LUA
+post_script "$WORK/batch.ndjson" application/x-ndjson > "$WORK/batch.lua"
 # CPU time (clock ticks: user, system) of a process's threads, summed by thread name.
 thread_ticks() {
   for t in /proc/"$1"/task/*; do
@@ -118,20 +108,6 @@ cpu_per_request() { # NAME WRITER_THREAD
 }
 errors_of() { awk -v port="$1" '$1 == port {n += $2} END {print n + 0}' "$WORK/errors" 2>/dev/null || echo 0; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# rta builds its hour summaries after a burst of ingest: it is let finish
-# (so the next run, or the baseline's, has the machine to itself); prints
-# the seconds it took.
-settle() {
-  local t0=$SECONDS left
-  for _ in $(seq 1 600); do
-    left=$(curl -sS -X POST "http://127.0.0.1:$1/api/query" -H 'content-type: application/json' \
-      --data-binary '{"window":"all","by":["time:hour"],"defaults":false}' |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["read"]["eventsRead"])')
-    [ "$left" -le 1000 ] && break
-    sleep 0.5
-  done
-  echo $(( SECONDS - t0 ))
-}
 
 if [ "$ONLY" = all ] || [ "$ONLY" = ingest ]; then
 echo "== 0: what one flush costs on this disk" >&2
